@@ -1,0 +1,229 @@
+"""Thin Ray Data callables around the pure functions of ``model/`` and ``pipeline/decode``.
+
+Each stage maps a numpy batch (a dict of columns) to a new batch. Stateful stages are
+classes that load their model once in ``__init__``; stateless ones are functions. Every
+row that enters a stage leaves it: error rows pass through untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from model.filtering import filter_proposals
+from model.inference import (
+    CoarsePoseModel,
+    PoseRefinerModel,
+    load_stage_model,
+    resolve_device,
+)
+from model.keypoints import NUM_KEYPOINTS, SKELETON
+from model.types import CoarseProposals
+from pipeline.decode import DecodedImage, fetch_and_decode
+from pipeline.storage import filesystem_for, image_id_for
+from schemas.filtering import FilterSpec
+from schemas.output import (
+    ANNOTATION_SCHEMA,
+    COUNT_FIELDS,
+    ORIGIN_DETECTED,
+    ORIGIN_RECOVERED,
+    STATUS_ERROR,
+    STATUS_OK,
+)
+from schemas.spec import DecodeSpec, StageSpec, StorageSpec
+
+Batch = dict[str, np.ndarray]
+_EMPTY_IMAGE = np.zeros((1, 1, 3), dtype=np.uint8)
+
+
+def require_columns(batch: Batch, columns: tuple[str, ...], stage: str) -> None:
+    """Fail with a readable message when an upstream stage did not provide ``columns``."""
+    missing = [c for c in columns if c not in batch]
+    if missing:
+        raise KeyError(f"[internal] {stage} needs columns {missing}; got {sorted(batch)}")
+
+
+def _ok_rows(batch: Batch) -> np.ndarray:
+    return np.flatnonzero(batch["status"] == STATUS_OK)
+
+
+# -- fetch + decode (tasks) ------------------------------------------------------------------
+
+
+def decode_batch(batch: Batch, decode: DecodeSpec, storage: StorageSpec) -> Batch:
+    """URIs → decoded images, or error rows with a kind and a message."""
+    require_columns(batch, ("uri",), "decode")
+    uris = [str(u) for u in batch["uri"]]
+    rows: dict[str, list[Any]] = {
+        k: [] for k in ("image_id", "uri", "status", "error_kind", "error_message", "width",
+                        "height", "scale", "image")
+    }  # fmt: skip
+    for uri in uris:
+        try:
+            fs, path = filesystem_for(uri, storage)
+            result = fetch_and_decode(fs, path, decode)
+        except Exception as exc:  # a bad URI must become a row, not a failed task
+            result = None
+            kind, message = "storage", f"{type(exc).__name__}: {exc}"
+        rows["image_id"].append(image_id_for(uri))
+        rows["uri"].append(uri)
+        if isinstance(result, DecodedImage):
+            rows["status"].append(STATUS_OK)
+            rows["error_kind"].append("")
+            rows["error_message"].append("")
+            rows["width"].append(result.width)
+            rows["height"].append(result.height)
+            rows["scale"].append(result.scale)
+            rows["image"].append(result.rgb)
+            continue
+        if result is not None:
+            kind, message = result.kind, result.message
+        rows["status"].append(STATUS_ERROR)
+        rows["error_kind"].append(kind)
+        rows["error_message"].append(message)
+        rows["width"].append(-1)
+        rows["height"].append(-1)
+        rows["scale"].append(0.0)
+        rows["image"].append(_EMPTY_IMAGE)
+    out = {k: np.array(v) for k, v in rows.items() if k != "image"}
+    out["image"] = _ragged(rows["image"])
+    return out
+
+
+def _ragged(arrays: list[np.ndarray]) -> np.ndarray:
+    """An object array of arrays (Ray Data stores it as a variable-shaped tensor column)."""
+    out = np.empty(len(arrays), dtype=object)
+    for i, array in enumerate(arrays):
+        out[i] = array
+    return out
+
+
+# -- stage 1 (actor pool) --------------------------------------------------------------------
+
+
+class CoarseStage:
+    """CoarsePoseNet on each ok image: adds fixed-shape proposal, peak and limb-score columns."""
+
+    def __init__(self, stage: StageSpec, device: str, proposals: int, peaks: int, kpt_thr: float):
+        torch_device = resolve_device(device)
+        loaded = load_stage_model("stage1", stage.checkpoint, torch_device)
+        self.model = CoarsePoseModel(loaded, torch_device, proposals, peaks, kpt_thr)
+        self.proposals, self.peaks = proposals, peaks
+
+    def __call__(self, batch: Batch) -> Batch:
+        require_columns(batch, ("status", "image"), "stage 1")
+        n, ok = len(batch["status"]), _ok_rows(batch)
+        boxes = np.zeros((n, self.proposals, 4), np.float32)
+        scores = np.zeros((n, self.proposals), np.float32)
+        peaks = np.zeros((n, NUM_KEYPOINTS, self.peaks, 3), np.float32)
+        limbs = np.zeros((n, len(SKELETON), self.peaks, self.peaks), np.float32)
+        for i, result in zip(ok, self.model([batch["image"][i] for i in ok]), strict=True):
+            k = len(result.box_scores)
+            boxes[i, :k], scores[i, :k] = result.boxes_xyxy, result.box_scores
+            peaks[i], limbs[i] = result.peaks_xys, result.limb_scores
+        return {**batch, "prop_boxes": boxes, "prop_scores": scores, "peaks": peaks, "limb_scores": limbs}
+
+
+# -- stage 2: filtering (tasks) ----------------------------------------------------------------
+
+
+def filter_batch(batch: Batch, spec: FilterSpec) -> Batch:
+    """Algorithm 1 (or a baseline) per image; persons padded to ``spec.max_persons``."""
+    require_columns(batch, ("status", "image", "prop_boxes", "prop_scores", "peaks", "limb_scores"), "filter")
+    n, m = len(batch["status"]), spec.max_persons
+    out = {
+        "person_boxes": np.zeros((n, m, 4), np.float32),
+        "person_box_scores": np.zeros((n, m), np.float32),
+        "person_coarse": np.zeros((n, m, NUM_KEYPOINTS, 3), np.float32),
+        "person_recovered": np.zeros((n, m), bool),
+        "num_persons": np.zeros(n, np.int32),
+        **{f"count_{name}": np.zeros(n, np.int32) for name in COUNT_FIELDS},
+    }
+    for i in _ok_rows(batch):
+        image = batch["image"][i]
+        props = CoarseProposals(
+            boxes_xyxy=batch["prop_boxes"][i],
+            box_scores=batch["prop_scores"][i],
+            peaks_xys=batch["peaks"][i],
+            limb_scores=batch["limb_scores"][i],
+        )
+        persons = filter_proposals(props, spec, (image.shape[1], image.shape[0]))
+        k = len(persons.box_scores)
+        out["person_boxes"][i, :k] = persons.boxes_xyxy
+        out["person_box_scores"][i, :k] = persons.box_scores
+        out["person_coarse"][i, :k] = persons.coarse_kpts_xys
+        out["person_recovered"][i, :k] = persons.recovered
+        out["num_persons"][i] = k
+        for name, value in persons.counts.as_dict().items():
+            out[f"count_{name}"][i] = value
+    keep = {k: v for k, v in batch.items() if k not in ("prop_boxes", "prop_scores", "peaks", "limb_scores")}
+    return {**keep, **out}
+
+
+# -- stage 3 (actor pool) --------------------------------------------------------------------
+
+
+class RefineStage:
+    """PoseRefinementNet over person crops batched across images; emits final Arrow rows."""
+
+    def __init__(self, stage: StageSpec, device: str, flip_test: bool, max_crops: int):
+        torch_device = resolve_device(device)
+        loaded = load_stage_model("refiner", stage.checkpoint, torch_device)
+        self.model = PoseRefinerModel(loaded, torch_device, flip_test, max_crops)
+
+    def __call__(self, batch: Batch) -> pa.Table:
+        require_columns(batch, ("status", "image", "scale", "person_boxes", "num_persons"), "stage 3")
+        ok = _ok_rows(batch)
+        boxes = [batch["person_boxes"][i, : batch["num_persons"][i]] for i in ok]
+        refined = self.model([batch["image"][i] for i in ok], boxes)
+        persons: list[list[dict[str, Any]]] = [[] for _ in batch["status"]]
+        runs = np.zeros(len(batch["status"]), np.int32)
+        for i, poses in zip(ok, refined, strict=True):
+            persons[i] = _person_records(batch, i, poses.kpts_xys, poses.pose_scores)
+            runs[i] = len(poses.pose_scores)
+        return annotation_table(batch, persons, runs)
+
+
+def _person_records(batch: Batch, i: int, kpts: np.ndarray, pose_scores: np.ndarray) -> list[dict[str, Any]]:
+    """Persons of row ``i`` in original-image pixels (the decoded copy may be smaller)."""
+    scale = float(batch["scale"][i])
+    records = []
+    for j in range(len(pose_scores)):
+        x1, y1, x2, y2 = (batch["person_boxes"][i, j] / scale).tolist()
+        kp = kpts[j].astype(np.float64).copy()
+        kp[:, :2] /= scale
+        records.append(
+            {
+                "box_xywh": [x1, y1, x2 - x1, y2 - y1],
+                "box_score": float(batch["person_box_scores"][i, j]),
+                "keypoints": kp.reshape(-1).tolist(),
+                "pose_score": float(pose_scores[j]),
+                "origin": ORIGIN_RECOVERED if batch["person_recovered"][i, j] else ORIGIN_DETECTED,
+            }
+        )
+    return records
+
+
+def annotation_table(batch: Batch, persons: list[list[dict[str, Any]]], runs: np.ndarray) -> pa.Table:
+    """The final rows of a batch in ``ANNOTATION_SCHEMA``."""
+    ok = batch["status"] == STATUS_OK
+    counts = {name: batch[f"count_{name}"].astype(np.int32) for name in COUNT_FIELDS if name != "refinement_runs"}
+    counts["refinement_runs"] = runs
+    return pa.table(
+        {
+            "image_id": pa.array(batch["image_id"].astype(np.int64)),
+            "uri": pa.array([str(u) for u in batch["uri"]]),
+            "width": pa.array(np.where(ok, batch["width"], 0).astype(np.int32), mask=~ok),
+            "height": pa.array(np.where(ok, batch["height"], 0).astype(np.int32), mask=~ok),
+            "status": pa.array([str(s) for s in batch["status"]]),
+            "error_kind": pa.array([None if o else str(k) for o, k in zip(ok, batch["error_kind"], strict=True)], pa.string()),
+            "error_message": pa.array([None if o else str(m) for o, m in zip(ok, batch["error_message"], strict=True)], pa.string()),
+            "persons": pa.array(persons, ANNOTATION_SCHEMA.field("persons").type),
+            "counts": pa.StructArray.from_arrays(
+                [pa.array(counts[name], pa.int32()) for name in COUNT_FIELDS], names=list(COUNT_FIELDS)
+            ),
+        },
+        schema=ANNOTATION_SCHEMA,
+    )

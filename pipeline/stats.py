@@ -1,0 +1,155 @@
+"""Per-job statistics: counts rebuilt from the written rows, timing from Ray Data's summary.
+
+Counting from the output (not from in-flight counters) is what lets ``stats.json`` prove
+that every input image left exactly one row.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections import Counter
+from datetime import UTC, datetime
+from importlib import metadata
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.storage import filesystem_for
+from schemas.output import COUNT_FIELDS, STATUS_ERROR, STATUS_OK, JobStats, StageStats
+from schemas.spec import JobSpec
+
+_VERSIONED = ("detpose", "torch", "ray", "pyarrow", "numpy", "pillow", "pydantic", "s3fs", "fsspec")
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the packages that shape results."""
+    out = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def stage_stats(ds: Any) -> tuple[list[StageStats], str]:
+    """Per-operator busy seconds and rows/s, plus Ray Data's stats text, for an executed dataset."""
+    if ds is None:
+        return [], ""
+    try:
+        summary = ds.get_stats_summary()
+        text = summary.to_string()
+    except Exception as exc:  # stats are best effort; the annotations are what matters
+        return [], f"(Ray Data stats unavailable: {type(exc).__name__}: {exc})"
+    stages, seen = [], set()
+    todo = [summary]
+    while todo:
+        node = todo.pop()
+        todo.extend(node.parents)
+        for op in node.operators_stats:
+            if op.operator_name in seen:
+                continue
+            seen.add(op.operator_name)
+            busy = float(op.wall_time.sum) if op.wall_time else 0.0
+            rows = int(op.output_num_rows.sum) if op.output_num_rows else 0
+            stages.append(
+                StageStats(
+                    name=op.operator_name,
+                    busy_s=busy,
+                    rows=rows,
+                    rows_per_s=rows / busy if busy > 0 else 0.0,
+                )
+            )
+    return stages, text
+
+
+def accelerator_seconds(spec: JobSpec, stages: list[StageStats]) -> float:
+    """Busy time of each model stage times the GPUs each of its actors holds."""
+    total = 0.0
+    for stage in stages:
+        if "CoarseStage" in stage.name:
+            total += stage.busy_s * spec.stage1.num_gpus
+        elif "RefineStage" in stage.name:
+            total += stage.busy_s * spec.refiner.num_gpus
+    return total
+
+
+def count_rows(table: pa.Table) -> dict[str, Any]:
+    """Image, error and Algorithm-1 counts over annotation rows."""
+    status = table.column("status")
+    errors = table.filter(pc.equal(status, STATUS_ERROR)).column("error_kind").to_pylist()
+    counts = table.column("counts")
+    sums = {
+        name: int(pc.sum(pc.struct_field(counts, name)).as_py() or 0) for name in COUNT_FIELDS
+    }
+    persons = int(pc.sum(pc.list_value_length(table.column("persons"))).as_py() or 0)
+    return {
+        "rows": table.num_rows,
+        "images_ok": int(pc.sum(pc.equal(status, STATUS_OK)).as_py() or 0),
+        "images_error": len(errors),
+        "errors_by_kind": dict(sorted(Counter(errors).items())),
+        "persons": persons,
+        **sums,
+    }
+
+
+def build_stats(
+    spec: JobSpec,
+    annotations_uri: str,
+    uris: list[str],
+    ds: Any,
+    started: datetime,
+    wall_s: float,
+    weights: dict[str, str] | None = None,
+    warnings: list[str] | None = None,
+) -> JobStats:
+    """Assemble the job's statistics from its output rows and the executed dataset."""
+    from pipeline.job import read_annotations
+
+    table = read_annotations(annotations_uri, spec)
+    counts = count_rows(table)
+    stages, text = stage_stats(ds)
+    notes = list(warnings or [])
+    if counts["rows"] != len(uris):
+        notes.append(
+            f"[internal] {len(uris)} images in but {counts['rows']} rows written; "
+            "every image must leave exactly one row"
+        )
+    persons = counts["persons"]
+    return JobStats(
+        job_id=spec.job_id,
+        started_at=started.isoformat(timespec="seconds"),
+        finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        wall_s=wall_s,
+        images_in=len(uris),
+        images_ok=counts["images_ok"],
+        images_error=counts["images_error"],
+        errors_by_kind=counts["errors_by_kind"],
+        images_per_s=len(uris) / wall_s if wall_s > 0 else 0.0,
+        persons=persons,
+        **{name: counts[name] for name in COUNT_FIELDS},
+        refinement_runs_per_person=counts["refinement_runs"] / persons if persons else 0.0,
+        stages=stages,
+        accelerator_seconds=accelerator_seconds(spec, stages),
+        weights=weights or {},
+        warnings=notes,
+        ray_data_stats=text,
+        spec=spec.to_public_dict(),
+        versions=package_versions(),
+    )
+
+
+def write_stats(stats: JobStats, json_uri: str, parquet_uri: str, spec: JobSpec) -> None:
+    """``stats.json`` plus a one-row Parquet twin (nested fields as JSON strings)."""
+    data = stats.model_dump(mode="json")
+    fs, path = filesystem_for(json_uri, spec.storage)
+    with fs.open(path, "wb") as fh:
+        fh.write(json.dumps(data, indent=2).encode("utf-8"))
+    flat = {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in data.items()}
+    table = pa.table({k: [v] for k, v in flat.items()})
+    fs, path = filesystem_for(parquet_uri, spec.storage)
+    with fs.open(path, "wb") as fh:
+        pq.write_table(table, fh)

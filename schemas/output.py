@@ -1,0 +1,111 @@
+"""What a job writes: the Arrow schema of an annotation row and the per-job statistics record."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+
+# Why an image has no annotation. Every kind is a user-actionable category.
+ErrorKind = Literal["missing", "unreadable", "too_large", "unsupported", "storage", "internal"]
+ERROR_KINDS: tuple[str, ...] = ErrorKind.__args__  # type: ignore[attr-defined]
+
+ORIGIN_DETECTED = "detected"
+ORIGIN_RECOVERED = "recovered"
+
+# Algorithm-1 counters kept on every row, so statistics can be rebuilt from the output alone.
+COUNT_FIELDS: tuple[str, ...] = (
+    "proposals",
+    "dropped_low_score",
+    "dropped_few_keypoints",
+    "dropped_duplicate",
+    "recovered",
+    "accepted",
+    "refinement_runs",
+)
+
+PERSON_TYPE = pa.struct(
+    [
+        pa.field("box_xywh", pa.list_(pa.float32(), 4), nullable=False),
+        pa.field("box_score", pa.float32(), nullable=False),
+        # 17 x (x, y, score) flattened in COCO order, image pixels, like COCO's "keypoints".
+        pa.field("keypoints", pa.list_(pa.float32(), 51), nullable=False),
+        pa.field("pose_score", pa.float32(), nullable=False),
+        pa.field("origin", pa.string(), nullable=False),
+    ]
+)
+
+COUNTS_TYPE = pa.struct([pa.field(name, pa.int32(), nullable=False) for name in COUNT_FIELDS])
+
+ANNOTATION_SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.int64(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error_kind", pa.string()),
+        pa.field("error_message", pa.string()),
+        pa.field("persons", pa.list_(PERSON_TYPE), nullable=False),
+        pa.field("counts", COUNTS_TYPE, nullable=False),
+    ],
+    metadata={b"detpose.schema_version": b"1"},
+)
+
+
+class StageStats(BaseModel):
+    """One Ray Data operator's share of the work, from Ray Data's stats summary."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(..., description="Ray Data operator name.")
+    busy_s: float = Field(..., ge=0.0, description="Sum of the operator's task wall times.")
+    rows: int = Field(..., ge=0, description="Rows the operator emitted.")
+    rows_per_s: float = Field(..., ge=0.0, description="rows / busy_s.")
+
+
+class JobStats(BaseModel):
+    """Per-job statistics written to ``stats.json`` (and ``stats.parquet``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job_id: str
+    started_at: str = Field(..., description="UTC ISO-8601.")
+    finished_at: str = Field(..., description="UTC ISO-8601.")
+    wall_s: float = Field(..., ge=0.0)
+    images_in: int = Field(..., ge=0, description="Input images listed for this job.")
+    images_ok: int = Field(..., ge=0)
+    images_error: int = Field(..., ge=0)
+    errors_by_kind: dict[str, int] = Field(default_factory=dict)
+    images_per_s: float = Field(..., ge=0.0)
+    persons: int = Field(..., ge=0, description="Persons written (accepted + recovered).")
+    proposals: int = Field(..., ge=0)
+    dropped_low_score: int = Field(..., ge=0)
+    dropped_few_keypoints: int = Field(..., ge=0)
+    dropped_duplicate: int = Field(..., ge=0)
+    recovered: int = Field(..., ge=0)
+    accepted: int = Field(..., ge=0)
+    refinement_runs: int = Field(..., ge=0, description="Refiner forward passes over person crops.")
+    refinement_runs_per_person: float = Field(..., ge=0.0)
+    stages: list[StageStats] = Field(default_factory=list)
+    accelerator_seconds: float = Field(
+        ..., ge=0.0, description="Sum over model stages of busy time times GPUs per actor."
+    )
+    weights: dict[str, str] = Field(
+        default_factory=dict, description="Where each stage's weights came from."
+    )
+    warnings: list[str] = Field(default_factory=list)
+    ray_data_stats: str = Field("", description="Ray Data's human-readable stats text.")
+    spec: dict[str, Any] = Field(default_factory=dict, description="The spec that ran, redacted.")
+    versions: dict[str, str] = Field(default_factory=dict)
+
+    def summary_line(self) -> str:
+        """One line for a terminal."""
+        return (
+            f"{self.images_in} images ({self.images_ok} ok, {self.images_error} errors), "
+            f"{self.persons} persons, {self.images_per_s:.2f} images/s, {self.wall_s:.1f} s"
+        )

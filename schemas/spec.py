@@ -1,0 +1,270 @@
+"""The job specification: what to annotate, where to write it, and how to run it.
+
+A spec is immutable and rejects unknown fields, so a typo fails loudly instead of being
+ignored. ``JobSpec.from_yaml`` is the one way to read it from a file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import fsspec
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from schemas.filtering import FilterSpec
+
+_FROZEN = ConfigDict(extra="forbid", frozen=True)
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Windows drive letters ("C:\...") parse as a one-letter scheme; they are local paths.
+_LOCAL_SCHEMES = {"", "file", "local"}
+
+
+class SpecError(ValueError):
+    """A job spec that cannot be used; the message names the field, the value and the rule."""
+
+
+def uri_scheme(uri: str) -> str:
+    """The lower-cased scheme of ``uri`` ('' for a plain local path)."""
+    scheme = urlsplit(uri).scheme.lower()
+    return "" if len(scheme) == 1 else scheme
+
+
+def check_uri(uri: str) -> str:
+    """Return ``uri`` unchanged if fsspec can open its scheme, else raise ``ValueError``."""
+    if not uri or not uri.strip():
+        raise ValueError("got an empty URI; expected a local path or a URI such as s3://bucket/key")
+    scheme = uri_scheme(uri)
+    if scheme in _LOCAL_SCHEMES:
+        return uri
+    known = set(fsspec.available_protocols())
+    if scheme not in known:
+        raise ValueError(
+            f"got {uri!r} with unsupported scheme '{scheme}://'; expected a local path, s3://, "
+            "or another fsspec protocol (e.g. gs://, az://, http://)"
+        )
+    return uri
+
+
+class StorageSpec(BaseModel):
+    """Object-storage settings. Credentials fall back to the standard AWS environment variables."""
+
+    model_config = _FROZEN
+
+    endpoint_url: str | None = Field(
+        None,
+        description="S3-compatible endpoint, e.g. http://127.0.0.1:9000; "
+        "default: $AWS_ENDPOINT_URL or AWS itself.",
+    )
+    region: str | None = Field(None, description="S3 region; default: $AWS_REGION / $AWS_DEFAULT_REGION.")
+    anonymous: bool = Field(False, description="Read public buckets without credentials.")
+    access_key_id: SecretStr | None = Field(
+        None, description="Prefer $AWS_ACCESS_KEY_ID. Never written to outputs or logs."
+    )
+    secret_access_key: SecretStr | None = Field(
+        None, description="Prefer $AWS_SECRET_ACCESS_KEY. Never written to outputs or logs."
+    )
+    session_token: SecretStr | None = Field(None, description="Prefer $AWS_SESSION_TOKEN.")
+
+    @model_validator(mode="after")
+    def _keys_come_in_pairs(self) -> StorageSpec:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError(
+                "storage.access_key_id and storage.secret_access_key must be given together "
+                "(or both left out to use the environment)"
+            )
+        return self
+
+
+class DecodeSpec(BaseModel):
+    """Fetching and decoding of each image."""
+
+    model_config = _FROZEN
+
+    max_pixels: int = Field(
+        100_000_000,
+        gt=0,
+        description="Images with more pixels than this (width*height from the header) become "
+        "'too_large' error rows instead of being decoded (decompression-bomb guard).",
+    )
+    max_bytes: int = Field(
+        200 * 1024 * 1024, gt=0, description="Objects larger than this become 'too_large' error rows."
+    )
+    max_side: int = Field(
+        1024,
+        ge=64,
+        le=16384,
+        description="Decoded images are shrunk so their longer side is at most this; "
+        "refinement crops are cut from this copy, results are mapped back to the original.",
+    )
+    retries: int = Field(3, ge=0, le=20, description="Retries on transient storage errors.")
+    retry_backoff_s: float = Field(0.5, ge=0.0, le=60.0, description="First backoff; doubles each retry.")
+
+
+class StageSpec(BaseModel):
+    """Resources of one model stage (an actor pool)."""
+
+    model_config = _FROZEN
+
+    checkpoint: str | None = Field(
+        None, description="Checkpoint URI; default: the weights bundled with DetPose."
+    )
+    batch_size: int = Field(8, gt=0, le=4096, description="Images per batch sent to an actor.")
+    actors: int = Field(1, gt=0, le=1024, description="Actors in the pool.")
+    num_gpus: float = Field(
+        0.0, ge=0.0, le=8.0, description="GPUs per actor; a fraction packs several actors on one GPU."
+    )
+    num_cpus: float = Field(
+        0.25,
+        gt=0.0,
+        le=64.0,
+        description="CPUs per actor. Keep it below 1 on small machines: actors holding every CPU "
+        "starve the read and filter tasks (Ray issue 44687).",
+    )
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoint_uri(cls, value: str | None) -> str | None:
+        return None if value is None else check_uri(value)
+
+
+class JobSpec(BaseModel):
+    """One batch annotation job."""
+
+    model_config = _FROZEN
+
+    job_id: str = Field(
+        "default",
+        description="Names the output folder OUTPUT/JOB_ID; re-running an id resumes it.",
+    )
+    inputs: tuple[str, ...] = Field(
+        (),
+        description="Image files or prefixes (local paths or URIs); prefixes are listed recursively.",
+    )
+    manifest: str | None = Field(
+        None, description="A Parquet, CSV or text file listing image URIs (a 'uri' column)."
+    )
+    output: str = Field(..., description="Where OUTPUT/JOB_ID/ is written (local path or URI).")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="'auto' uses CUDA when the actor sees a GPU, else the CPU."
+    )
+    stage1: StageSpec = Field(default_factory=StageSpec, description="Stage 1 (CoarsePoseNet) pool.")
+    refiner: StageSpec = Field(default_factory=StageSpec, description="Stage 3 (refinement) pool.")
+    filter: FilterSpec = Field(default_factory=FilterSpec, description="Stage 2: proposal filtering.")
+    decode: DecodeSpec = Field(default_factory=DecodeSpec, description="Fetch and decode settings.")
+    storage: StorageSpec = Field(default_factory=StorageSpec, description="Object-storage settings.")
+    proposals_per_image: int = Field(
+        100, gt=0, le=1000, description="Top-K box proposals stage 1 emits per image (no NMS)."
+    )
+    peaks_per_keypoint: int = Field(
+        20, gt=0, le=200, description="Top-K heatmap peaks stage 1 ships per keypoint type."
+    )
+    flip_test: bool = Field(False, description="Average refiner heatmaps with a mirrored pass.")
+
+    @field_validator("job_id")
+    @classmethod
+    def _job_id_is_a_name(cls, value: str) -> str:
+        if not _JOB_ID.match(value):
+            raise ValueError(
+                f"got {value!r}; expected 1-128 characters from A-Z a-z 0-9 . _ - "
+                "starting with a letter or digit"
+            )
+        return value
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs_are_uris(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for uri in value:
+            check_uri(uri)
+        return value
+
+    @field_validator("manifest", "output")
+    @classmethod
+    def _single_uri(cls, value: str | None) -> str | None:
+        return None if value is None else check_uri(value)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> JobSpec:
+        if bool(self.inputs) == (self.manifest is not None):
+            raise ValueError(
+                "give exactly one of 'inputs' (paths/URIs) and 'manifest' (a file listing URIs); "
+                f"got inputs={list(self.inputs)!r}, manifest={self.manifest!r}"
+            )
+        return self
+
+    # -- construction -------------------------------------------------------------------
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], source: str = "spec") -> JobSpec:
+        """Validate ``data``; raise ``SpecError`` naming field, value and rule for each problem."""
+        if not isinstance(data, dict):
+            raise SpecError(f"{source}: expected a mapping of fields, got {type(data).__name__}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise SpecError(format_validation_error(exc, source)) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> JobSpec:
+        """Load a spec from a YAML file (safe loader), then apply top-level ``overrides``."""
+        text = Path(path).read_text(encoding="utf-8")
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise SpecError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise SpecError(f"{path}: expected a mapping of fields at the top level")
+        data.update(overrides or {})
+        return cls.parse(data, source=str(path))
+
+    def to_public_dict(self) -> dict[str, Any]:
+        """The spec as plain data with every secret removed (safe to write to outputs and logs)."""
+        data = self.model_dump(mode="json")
+        for key in _SECRET_FIELDS:
+            if data["storage"].get(key) is not None:
+                data["storage"][key] = "<redacted>"
+        return data
+
+    def to_yaml(self) -> str:
+        """The redacted spec as YAML, in field order."""
+        return yaml.safe_dump(self.to_public_dict(), sort_keys=False)
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per problem: ``field.path: got VALUE; RULE``."""
+    lines = [f"{source}: invalid job spec ({exc.error_count()} problem(s))"]
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        value = _printable(field, err.get("input"))
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {field}: unknown field (value {value}); check its spelling")
+        elif "got " in msg or value is None:
+            lines.append(f"  {field}: {msg}")
+        else:
+            lines.append(f"  {field}: got {value}; {msg}")
+    return "\n".join(lines)
+
+
+_SECRET_FIELDS = ("access_key_id", "secret_access_key", "session_token")
+
+
+def _printable(field: str, value: Any) -> str | None:
+    """A short repr of a rejected value, or None for mappings/lists (which may hold secrets)."""
+    if field.rsplit(".", 1)[-1] in _SECRET_FIELDS:
+        return "<redacted>"
+    if isinstance(value, dict | list | tuple):
+        return None
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -1,0 +1,104 @@
+"""Fetch and decode: every odd input becomes either RGB pixels or an error kind, never an exception."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import fsspec
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.decode import DecodedImage, ImageError, decode_image, fetch_and_decode
+from schemas.spec import DecodeSpec
+
+SPEC = DecodeSpec()
+
+
+def encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def png_claiming_size(width: int, height: int) -> bytes:
+    """A PNG whose IHDR claims ``width`` x ``height`` (with a valid CRC) but holds one row."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 4)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    "mode, fmt",
+    [("L", "PNG"), ("LA", "PNG"), ("P", "PNG"), ("RGBA", "PNG"), ("CMYK", "JPEG"), ("I;16", "PNG"),
+     ("RGB", "JPEG"), ("RGB", "WEBP"), ("1", "PNG")],
+)
+def test_every_mode_becomes_uint8_rgb(mode, fmt):
+    img = Image.new(mode, (40, 30))
+    result = decode_image(encode(img, fmt), SPEC)
+    assert isinstance(result, DecodedImage), result
+    assert result.rgb.shape == (30, 40, 3) and result.rgb.dtype == np.uint8
+    assert (result.width, result.height) == (40, 30)
+
+
+def test_sixteen_bit_values_are_rescaled_not_clipped():
+    values = np.array([[0, 32768, 65535]], dtype=np.uint16)
+    img = Image.fromarray(values)  # Pillow picks I;16 for uint16
+    result = decode_image(encode(img, "PNG"), SPEC)
+    assert isinstance(result, DecodedImage)
+    assert result.rgb[0, :, 0].tolist() == [0, 128, 255]
+
+
+def test_exif_orientation_is_applied_and_size_reported_upright():
+    img = Image.new("RGB", (60, 20), (255, 0, 0))
+    img.paste((0, 0, 255), (0, 0, 10, 20))  # blue strip on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    result = decode_image(encode(img, "JPEG", exif=exif.tobytes(), quality=95), SPEC)
+    assert isinstance(result, DecodedImage)
+    assert (result.width, result.height) == (20, 60)
+    assert result.rgb.shape == (60, 20, 3)
+    assert result.rgb[2, 10, 2] > 200  # the blue strip is now at the top
+
+
+def test_large_images_are_shrunk_to_max_side_with_their_scale():
+    img = Image.new("RGB", (3000, 1500), (10, 200, 30))
+    result = decode_image(encode(img, "JPEG"), DecodeSpec(max_side=750))
+    assert isinstance(result, DecodedImage)
+    assert max(result.rgb.shape[:2]) == 750
+    assert (result.width, result.height) == (3000, 1500)
+    assert result.scale == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize(
+    "data, kind",
+    [
+        (b"", "unreadable"),
+        (b"this is a text file, not an image\n", "unreadable"),
+        (png_claiming_size(40000, 40000), "too_large"),
+    ],
+    ids=["zero-bytes", "text", "png-bomb-header"],
+)
+def test_bad_bytes_become_error_kinds(data, kind):
+    result = decode_image(data, SPEC)
+    assert isinstance(result, ImageError)
+    assert result.kind == kind and result.message
+
+
+def test_truncated_jpeg_is_unreadable():
+    data = encode(Image.effect_noise((200, 200), 50).convert("RGB"), "JPEG")
+    result = decode_image(data[: len(data) // 2], SPEC)
+    assert isinstance(result, ImageError) and result.kind == "unreadable"
+
+
+def test_missing_and_oversized_objects(tmp_path):
+    fs = fsspec.filesystem("file")
+    assert fetch_and_decode(fs, str(tmp_path / "nope.jpg"), SPEC).kind == "missing"
+    big = tmp_path / "big.jpg"
+    big.write_bytes(b"\xff" * 2048)
+    result = fetch_and_decode(fs, str(big), DecodeSpec(max_bytes=1024))
+    assert result.kind == "too_large"
+    assert fetch_and_decode(fs, str(tmp_path), SPEC).kind in ("unsupported", "unreadable")

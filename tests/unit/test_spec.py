@@ -1,0 +1,109 @@
+"""JobSpec validation: unknown fields, bad values and bad URIs fail naming the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas.spec import JobSpec, SpecError
+
+BASE = {"inputs": ["s3://bucket/images/"], "output": "/tmp/out"}
+
+
+def parse(**changes):
+    return JobSpec.parse({**BASE, **changes})
+
+
+def test_minimal_spec_has_documented_defaults():
+    spec = parse()
+    assert spec.job_id == "default"
+    assert spec.filter.mode == "coarse"
+    assert spec.stage1.num_cpus < 1  # actors must not hold whole CPUs on small machines
+
+
+def test_unknown_field_is_rejected_with_its_name():
+    with pytest.raises(SpecError) as err:
+        parse(batchsize=4)
+    assert "batchsize: unknown field" in str(err.value)
+
+
+def test_unknown_nested_field_is_rejected_with_its_path():
+    with pytest.raises(SpecError) as err:
+        parse(stage1={"batch": 4})
+    assert "stage1.batch: unknown field" in str(err.value)
+
+
+def test_negative_batch_size_names_field_value_and_rule():
+    with pytest.raises(SpecError) as err:
+        parse(stage1={"batch_size": -2})
+    message = str(err.value)
+    assert "stage1.batch_size" in message
+    assert "-2" in message
+    assert "greater than 0" in message
+
+
+def test_unsupported_uri_scheme_names_the_field():
+    with pytest.raises(SpecError) as err:
+        parse(output="ftpx://host/out")
+    message = str(err.value)
+    assert "output:" in message
+    assert "unsupported scheme 'ftpx://'" in message
+
+
+def test_unsupported_scheme_in_inputs_names_the_list_item():
+    with pytest.raises(SpecError) as err:
+        parse(inputs=["/data/a.jpg", "bogus://x/y.jpg"])
+    assert "inputs:" in str(err.value)
+    assert "bogus" in str(err.value)
+
+
+def test_exactly_one_source():
+    with pytest.raises(SpecError, match="exactly one of 'inputs'"):
+        JobSpec.parse({"output": "/tmp/o"})
+    with pytest.raises(SpecError, match="exactly one of 'inputs'"):
+        parse(manifest="/tmp/list.txt")
+
+
+def test_bad_job_id():
+    with pytest.raises(SpecError, match="job_id"):
+        parse(job_id="../escape")
+
+
+def test_spec_is_frozen():
+    spec = parse()
+    with pytest.raises(Exception, match="frozen"):
+        spec.job_id = "other"  # type: ignore[misc]
+
+
+def test_yaml_round_trip_and_secrets_never_written(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text(
+        "job_id: j1\n"
+        "inputs: [s3://b/p/]\n"
+        "output: s3://b/out\n"
+        "filter: {mode: nms, nms_iou: 0.6}\n"
+        "storage: {endpoint_url: 'http://127.0.0.1:9', access_key_id: AKIAXYZ, secret_access_key: s3cr3t}\n"
+    )
+    spec = JobSpec.from_yaml(path)
+    assert spec.filter.mode == "nms" and spec.filter.nms_iou == 0.6
+    assert spec.storage.secret_access_key.get_secret_value() == "s3cr3t"
+    text = spec.to_yaml() + repr(spec) + str(spec.to_public_dict())
+    assert "s3cr3t" not in text and "AKIAXYZ" not in text
+    again = JobSpec.from_yaml(_write(tmp_path / "again.yaml", spec.to_yaml()))
+    assert again.filter == spec.filter and again.inputs == spec.inputs
+
+
+def test_secret_values_are_not_echoed_in_errors():
+    with pytest.raises(SpecError) as err:
+        parse(storage={"access_key_id": "AKIAONLY"})
+    assert "AKIAONLY" not in str(err.value)
+    assert "storage" in str(err.value)
+
+
+def test_yaml_must_be_a_mapping(tmp_path):
+    with pytest.raises(SpecError, match="mapping"):
+        JobSpec.from_yaml(_write(tmp_path / "x.yaml", "- a\n- b\n"))
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
