@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 import ray
-from ray.data import ActorPoolStrategy, Dataset, DataContext
+from ray.data import ActorPoolStrategy, DataContext, Dataset, SaveMode
 from ray.data.datasource import FilenameProvider
 
 from model.inference import weights_source
@@ -26,9 +26,10 @@ from schemas.spec import JobSpec
 logger = logging.getLogger(__name__)
 
 DECODE_BATCH = 4
-# Decode tasks are I/O and Pillow; a fraction of a CPU lets reads overlap with the model pools.
+# Tasks take a fraction of a CPU so reads and filtering overlap with the model pools; the
+# filter's share differs from the actors' so Ray Data keeps it a separate operator (own stats).
 DECODE_NUM_CPUS = 0.5
-FILTER_NUM_CPUS = 0.25
+FILTER_NUM_CPUS = 0.5
 MAX_CROPS_PER_FORWARD = 64
 
 
@@ -55,14 +56,13 @@ class JobPaths:
 
 
 class PartFilenames(FilenameProvider):
-    """Deterministic Parquet names: ``part-RUN-TASK.parquet`` (RUN counts attempts of a job)."""
+    """Deterministic Parquet names, ``part-TASK.parquet``, inside a per-run folder ``run-NNN/``."""
 
-    def __init__(self, run_index: int) -> None:
+    def __init__(self) -> None:
         super().__init__(file_format="parquet")
-        self.run_index = run_index
 
     def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
-        return f"part-{self.run_index:03d}-{task_index:06d}.parquet"
+        return f"part-{task_index:06d}.parquet"
 
 
 def resolve_inputs(spec: JobSpec) -> list[str]:
@@ -120,13 +120,12 @@ def build_dataset(spec: JobSpec, uris: list[str]) -> Dataset:
     )
 
 
-def _run_index(spec: JobSpec, paths: JobPaths) -> int:
-    """How many runs of this job already wrote annotation files."""
+def next_run_folder(spec: JobSpec, paths: JobPaths) -> str:
+    """``annotations/run-NNN``: one folder per run of a job id, so a re-run never overwrites."""
     fs, path = filesystem_for(paths.annotations, spec.storage)
-    if not fs.exists(path):
-        return 0
-    runs = {p.rsplit("/", 1)[-1].split("-")[1] for p in fs.ls(path, detail=False) if p.endswith(".parquet")}
-    return len(runs)
+    runs = [p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)] if fs.exists(path) else []
+    taken = [int(r[4:]) for r in runs if r.startswith("run-") and r[4:].isdigit()]
+    return join_uri(paths.annotations, f"run-{max(taken, default=-1) + 1:03d}")
 
 
 def write_text(uri: str, text: str, spec: JobSpec) -> None:
@@ -149,15 +148,18 @@ def run_job(spec: JobSpec, no_progress_timeout_s: float | None = None) -> JobSta
     ctx = DataContext.get_current()
     if no_progress_timeout_s is not None:
         ctx.execution_no_progress_timeout_s = no_progress_timeout_s
+    done = set(read_annotations(paths.annotations, spec).column("uri").to_pylist())
+    todo = [u for u in uris if u not in done]
+    if done:
+        logger.info("resuming job %s: %d of %d images already written", spec.job_id, len(uris) - len(todo), len(uris))
     ds = None
-    if uris:
-        ds = build_dataset(spec, uris)
-        fs, ann_path = filesystem_for(paths.annotations, spec.storage)
-        fs.makedirs(ann_path, exist_ok=True)
+    if todo:
+        ds = build_dataset(spec, todo)
+        fs, run_path = filesystem_for(next_run_folder(spec, paths), spec.storage)
+        fs.makedirs(run_path, exist_ok=True)
+        # OVERWRITE only ever clears this run's new folder; it lets the names be deterministic.
         ds.write_parquet(
-            ann_path,
-            filesystem=fs,
-            filename_provider=PartFilenames(_run_index(spec, paths)),
+            run_path, filesystem=fs, filename_provider=PartFilenames(), mode=SaveMode.OVERWRITE
         )
     weights = {
         "stage1": weights_source("stage1", spec.stage1.checkpoint),
@@ -169,7 +171,7 @@ def run_job(spec: JobSpec, no_progress_timeout_s: float | None = None) -> JobSta
         if source == "random-init"
     ]
     stats = build_stats(
-        spec, paths.annotations, uris, ds, started, time.perf_counter() - t0, weights, warnings
+        spec, paths.annotations, uris, len(todo), ds, started, time.perf_counter() - t0, weights, warnings
     )
     write_stats(stats, paths.stats_json, paths.stats_parquet, spec)
     return stats

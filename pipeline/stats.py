@@ -44,11 +44,12 @@ def stage_stats(ds: Any) -> tuple[list[StageStats], str]:
         text = summary.to_string()
     except Exception as exc:  # stats are best effort; the annotations are what matters
         return [], f"(Ray Data stats unavailable: {type(exc).__name__}: {exc})"
-    stages, seen = [], set()
-    todo = [summary]
-    while todo:
-        node = todo.pop()
-        todo.extend(node.parents)
+    stages: list[StageStats] = []
+    seen: set[str] = set()
+
+    def visit(node: Any) -> None:  # parents first, so stages read source → sink
+        for parent in node.parents:
+            visit(parent)
         for op in node.operators_stats:
             if op.operator_name in seen:
                 continue
@@ -63,6 +64,8 @@ def stage_stats(ds: Any) -> tuple[list[StageStats], str]:
                     rows_per_s=rows / busy if busy > 0 else 0.0,
                 )
             )
+
+    visit(summary)
     return stages, text
 
 
@@ -100,6 +103,7 @@ def build_stats(
     spec: JobSpec,
     annotations_uri: str,
     uris: list[str],
+    images_this_run: int,
     ds: Any,
     started: datetime,
     wall_s: float,
@@ -128,7 +132,8 @@ def build_stats(
         images_ok=counts["images_ok"],
         images_error=counts["images_error"],
         errors_by_kind=counts["errors_by_kind"],
-        images_per_s=len(uris) / wall_s if wall_s > 0 else 0.0,
+        images_this_run=images_this_run,
+        images_per_s=images_this_run / wall_s if wall_s > 0 else 0.0,
         persons=persons,
         **{name: counts[name] for name in COUNT_FIELDS},
         refinement_runs_per_person=counts["refinement_runs"] / persons if persons else 0.0,

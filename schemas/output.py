@@ -81,7 +81,10 @@ class JobStats(BaseModel):
     images_ok: int = Field(..., ge=0)
     images_error: int = Field(..., ge=0)
     errors_by_kind: dict[str, int] = Field(default_factory=dict)
-    images_per_s: float = Field(..., ge=0.0)
+    images_this_run: int = Field(
+        ..., ge=0, description="Images processed by this run (a resumed job skips written ones)."
+    )
+    images_per_s: float = Field(..., ge=0.0, description="images_this_run / wall_s.")
     persons: int = Field(..., ge=0, description="Persons written (accepted + recovered).")
     proposals: int = Field(..., ge=0)
     dropped_low_score: int = Field(..., ge=0)
@@ -106,6 +109,7 @@ class JobStats(BaseModel):
     def summary_line(self) -> str:
         """One line for a terminal."""
         return (
-            f"{self.images_in} images ({self.images_ok} ok, {self.images_error} errors), "
-            f"{self.persons} persons, {self.images_per_s:.2f} images/s, {self.wall_s:.1f} s"
+            f"{self.images_in} images ({self.images_ok} ok, {self.images_error} errors; "
+            f"{self.images_this_run} processed this run), {self.persons} persons, "
+            f"{self.images_per_s:.2f} images/s, {self.wall_s:.1f} s"
         )

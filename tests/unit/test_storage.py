@@ -1,0 +1,72 @@
+"""Listing inputs and manifests, stable image ids, S3 options from spec and environment."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.storage import (
+    InputError,
+    image_id_for,
+    list_inputs,
+    read_manifest,
+    storage_options,
+)
+from schemas.spec import StorageSpec
+
+NO_STORAGE = StorageSpec()
+
+
+def test_image_ids_are_stable_distinct_and_non_negative():
+    ids = {image_id_for(f"s3://bucket/img_{i}.jpg") for i in range(2000)}
+    assert len(ids) == 2000 and min(ids) >= 0 and max(ids) < 2**63
+    # A fixed value: ids must not change between releases, or resumed jobs duplicate rows.
+    assert image_id_for("s3://bucket/a.jpg") == image_id_for("s3://bucket/a.jpg")
+    assert image_id_for("s3://bucket/a.jpg") == 7544118422693856505
+
+
+def test_prefixes_are_listed_recursively_by_extension(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "b").mkdir()
+    for name in ("a/x.jpg", "a/b/y.PNG", "a/b/notes.txt", "z.jpeg"):
+        (tmp_path / name).write_bytes(b"x")
+    found = list_inputs([str(tmp_path / "a"), str(tmp_path / "z.jpeg"), str(tmp_path / "a")], NO_STORAGE)
+    assert [p.rsplit("/", 2)[-2:] for p in found] == [["b", "y.PNG"], ["a", "x.jpg"], [tmp_path.name, "z.jpeg"]]
+
+
+def test_a_named_file_is_kept_even_when_missing(tmp_path):
+    missing = str(tmp_path / "gone.jpg")
+    assert list_inputs([missing], NO_STORAGE) == [missing]
+
+
+@pytest.mark.parametrize("kind", ["parquet", "csv", "txt"])
+def test_manifests(tmp_path, kind):
+    uris = ["s3://b/1.jpg", "s3://b/2.jpg", "/local/3.png"]
+    path = tmp_path / f"m.{kind}"
+    if kind == "parquet":
+        pq.write_table(pa.table({"uri": uris, "other": [1, 2, 3]}), path)
+    elif kind == "csv":
+        path.write_text("uri,other\n" + "".join(f"{u},1\n" for u in uris))
+    else:
+        path.write_text("# a comment\n" + "\n".join(uris) + "\n\n")
+    assert read_manifest(str(path), NO_STORAGE) == uris
+
+
+def test_manifest_without_uri_column_is_a_clear_error(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("path\n/a.jpg\n")
+    with pytest.raises(InputError, match="no 'uri' column"):
+        read_manifest(str(path), NO_STORAGE)
+    with pytest.raises(InputError, match="does not exist"):
+        read_manifest(str(tmp_path / "none.csv"), NO_STORAGE)
+
+
+def test_s3_options_prefer_spec_then_environment(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    assert storage_options("s3://b/k", NO_STORAGE)["endpoint_url"] == "http://127.0.0.1:1"
+    spec = StorageSpec(endpoint_url="http://127.0.0.1:2", access_key_id="k", secret_access_key="s")
+    opts = storage_options("s3://b/k", spec)
+    assert opts["endpoint_url"] == "http://127.0.0.1:2"
+    assert (opts["key"], opts["secret"]) == ("k", "s")
+    assert storage_options("/local/path", spec) == {}
