@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import pyarrow as pa
 import ray
 from ray.data import ActorPoolStrategy, DataContext, Dataset, SaveMode
-from ray.data.datasource import FilenameProvider
 
 from model.inference import weights_source
+from pipeline.progress import ProgressReporter
+from pipeline.sink import (
+    JobPaths,
+    PartFilenames,
+    next_run_folder,
+    quarantine_incomplete_files,
+    read_annotations,
+    write_text,
+)
 from pipeline.stages import CoarseStage, RefineStage, decode_batch, filter_batch
 from pipeline.stats import build_stats, write_stats
-from pipeline.storage import filesystem_for, join_uri, list_inputs, read_manifest
+from pipeline.storage import filesystem_for, list_inputs, read_manifest
 from schemas.output import JobStats
 from schemas.spec import JobSpec
 
@@ -31,38 +37,6 @@ DECODE_BATCH = 4
 DECODE_NUM_CPUS = 0.5
 FILTER_NUM_CPUS = 0.5
 MAX_CROPS_PER_FORWARD = 64
-
-
-@dataclass(frozen=True)
-class JobPaths:
-    """Where a job writes."""
-
-    root: str
-    annotations: str
-    stats_json: str
-    stats_parquet: str
-    spec_yaml: str
-
-    @classmethod
-    def for_spec(cls, spec: JobSpec) -> JobPaths:
-        root = join_uri(spec.output, spec.job_id)
-        return cls(
-            root=root,
-            annotations=join_uri(root, "annotations"),
-            stats_json=join_uri(root, "stats.json"),
-            stats_parquet=join_uri(root, "stats.parquet"),
-            spec_yaml=join_uri(root, "spec.yaml"),
-        )
-
-
-class PartFilenames(FilenameProvider):
-    """Deterministic Parquet names, ``part-TASK.parquet``, inside a per-run folder ``run-NNN/``."""
-
-    def __init__(self) -> None:
-        super().__init__(file_format="parquet")
-
-    def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
-        return f"part-{task_index:06d}.parquet"
 
 
 def resolve_inputs(spec: JobSpec) -> list[str]:
@@ -120,47 +94,38 @@ def build_dataset(spec: JobSpec, uris: list[str]) -> Dataset:
     )
 
 
-def next_run_folder(spec: JobSpec, paths: JobPaths) -> str:
-    """``annotations/run-NNN``: one folder per run of a job id, so a re-run never overwrites."""
-    fs, path = filesystem_for(paths.annotations, spec.storage)
-    runs = [p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)] if fs.exists(path) else []
-    taken = [int(r[4:]) for r in runs if r.startswith("run-") and r[4:].isdigit()]
-    return join_uri(paths.annotations, f"run-{max(taken, default=-1) + 1:03d}")
-
-
-def write_text(uri: str, text: str, spec: JobSpec) -> None:
-    """Write a small text file to any supported URI."""
-    fs, path = filesystem_for(uri, spec.storage)
-    parent = path.rsplit("/", 1)[0]
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    with fs.open(path, "wb") as fh:
-        fh.write(text.encode("utf-8"))
-
-
-def run_job(spec: JobSpec, no_progress_timeout_s: float | None = None) -> JobStats:
+def run_job(
+    spec: JobSpec, no_progress_timeout_s: float | None = None, progress_interval_s: float = 10.0
+) -> JobStats:
     """Annotate every input of ``spec`` and write annotations, ``stats.json`` and ``spec.yaml``."""
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     paths = JobPaths.for_spec(spec)
     uris = resolve_inputs(spec)
-    write_text(paths.spec_yaml, spec.to_yaml(), spec)
+    write_text(paths.spec_yaml, spec.to_yaml(), spec.storage)
     ctx = DataContext.get_current()
     if no_progress_timeout_s is not None:
         ctx.execution_no_progress_timeout_s = no_progress_timeout_s
-    done = set(read_annotations(paths.annotations, spec).column("uri").to_pylist())
+    # Our own progress lines (from durable output) replace Ray Data's bars.
+    ctx.enable_progress_bars = False
+    for bad in quarantine_incomplete_files(paths.annotations, spec.storage):
+        logger.warning("set aside incomplete annotation file from an interrupted run: %s", bad)
+    done = set(read_annotations(paths.annotations, spec.storage).column("uri").to_pylist())
     todo = [u for u in uris if u not in done]
     if done:
-        logger.info("resuming job %s: %d of %d images already written", spec.job_id, len(uris) - len(todo), len(uris))
+        logger.info(
+            "resuming job %s: %d of %d images already written", spec.job_id, len(uris) - len(todo), len(uris)
+        )
     ds = None
     if todo:
         ds = build_dataset(spec, todo)
-        fs, run_path = filesystem_for(next_run_folder(spec, paths), spec.storage)
+        fs, run_path = filesystem_for(next_run_folder(paths.annotations, spec.storage), spec.storage)
         fs.makedirs(run_path, exist_ok=True)
-        # OVERWRITE only ever clears this run's new folder; it lets the names be deterministic.
-        ds.write_parquet(
-            run_path, filesystem=fs, filename_provider=PartFilenames(), mode=SaveMode.OVERWRITE
-        )
+        with ProgressReporter(fs, run_path, len(todo), progress_interval_s):
+            # OVERWRITE only ever clears this run's new folder; it lets names be deterministic.
+            ds.write_parquet(
+                run_path, filesystem=fs, filename_provider=PartFilenames(), mode=SaveMode.OVERWRITE
+            )
     weights = {
         "stage1": weights_source("stage1", spec.stage1.checkpoint),
         "refiner": weights_source("refiner", spec.refiner.checkpoint),
@@ -175,20 +140,3 @@ def run_job(spec: JobSpec, no_progress_timeout_s: float | None = None) -> JobSta
     )
     write_stats(stats, paths.stats_json, paths.stats_parquet, spec)
     return stats
-
-
-def read_annotations(uri: str, spec: JobSpec) -> pa.Table:
-    """All annotation rows written under ``uri`` (an ``annotations/`` folder)."""
-    import pyarrow.dataset as pds
-
-    fs, path = filesystem_for(uri, spec.storage)
-    if not fs.exists(path):
-        from schemas.output import ANNOTATION_SCHEMA
-
-        return ANNOTATION_SCHEMA.empty_table()
-    files = sorted(p for p in fs.find(path) if p.endswith(".parquet"))
-    if not files:
-        from schemas.output import ANNOTATION_SCHEMA
-
-        return ANNOTATION_SCHEMA.empty_table()
-    return pds.dataset(files, filesystem=fs, format="parquet").to_table()

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.sink import read_annotations
 from pipeline.storage import filesystem_for
 from schemas.output import COUNT_FIELDS, STATUS_ERROR, STATUS_OK, JobStats, StageStats
 from schemas.spec import JobSpec
@@ -111,9 +112,7 @@ def build_stats(
     warnings: list[str] | None = None,
 ) -> JobStats:
     """Assemble the job's statistics from its output rows and the executed dataset."""
-    from pipeline.job import read_annotations
-
-    table = read_annotations(annotations_uri, spec)
+    table = read_annotations(annotations_uri, spec.storage)
     counts = count_rows(table)
     stages, text = stage_stats(ds)
     notes = list(warnings or [])

@@ -32,10 +32,12 @@ class FilterSpec(BaseModel):
         description="delta_kpt of Algorithm 1: a proposal whose coarse pose has n_kpt <= this is dropped.",
     )
     duplicate_oks: float = Field(
-        0.5,
+        0.7,
         gt=0.0,
         le=1.0,
-        description="A pose with OKS above this against an accepted pose is a duplicate.",
+        description="A box whose coarse pose has OKS above this against an accepted pose (area: "
+        "the accepted pose's keypoint extent) is a duplicate. Two boxes on one person share one "
+        "grouped pose (OKS 1); heavily overlapping people reach about 0.6.",
     )
     inside_fraction: float = Field(
         0.8,
@@ -46,7 +48,9 @@ class FilterSpec(BaseModel):
         "boxes and to find a second person inside an accepted box.",
     )
     nms_iou: float = Field(0.5, gt=0.0, le=1.0, description="IoU threshold of the 'nms' baseline.")
-    oks_nms: float = Field(0.9, gt=0.0, le=1.0, description="OKS threshold of the 'oks_nms' baseline.")
+    oks_nms: float = Field(
+        0.9, gt=0.0, le=1.0, description="OKS threshold of the 'oks_nms' baseline."
+    )
     kpt2box_margin: float = Field(
         0.15,
         ge=0.0,

@@ -1,0 +1,131 @@
+"""Data passed between stage 1 (coarse proposals), the filter (Algorithm 1) and stage 3.
+
+All coordinates here are ORIGINAL IMAGE pixels (pixel ``i`` has its centre at ``i``); the
+conversion from heatmap pixels happens before a :class:`CoarseProposals` is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from model.keypoints import NUM_KEYPOINTS, SKELETON
+
+NUM_LIMBS = len(SKELETON)
+
+
+def _check_shape(name: str, array: np.ndarray, expected: tuple[int | None, ...]) -> None:
+    """Raise a ``ValueError`` naming ``name`` unless ``array`` has ``expected`` shape (None = any)."""
+    ok = array.ndim == len(expected) and all(
+        e is None or e == s for e, s in zip(expected, array.shape, strict=True)
+    )
+    if not ok:
+        wanted = "[" + ", ".join("*" if e is None else str(e) for e in expected) + "]"
+        raise ValueError(f"got shape {list(array.shape)} for {name}; expected {wanted}")
+
+
+@dataclass(frozen=True)
+class CoarseProposals:
+    """One image's stage-1 output, compact enough to ship between processes.
+
+    Attributes:
+        boxes_xyxy: ``[P, 4]`` float32 box proposals ``(x1, y1, x2, y2)``, no NMS applied.
+        box_scores: ``[P]`` float32 detection scores.
+        peaks_xys: ``[17, K, 3]`` float32 keypoint peaks ``(x, y, score)`` per keypoint type;
+            score 0 marks a padding slot.
+        limb_scores: ``[19, K, K]`` float32 PAF scores: ``[l, i, j]`` scores peak ``i`` of
+            keypoint ``SKELETON[l][0]`` against peak ``j`` of ``SKELETON[l][1]``.
+    """
+
+    boxes_xyxy: np.ndarray
+    box_scores: np.ndarray
+    peaks_xys: np.ndarray
+    limb_scores: np.ndarray
+
+    def __post_init__(self) -> None:
+        _check_shape("CoarseProposals.boxes_xyxy", self.boxes_xyxy, (None, 4))
+        num = self.boxes_xyxy.shape[0]
+        _check_shape("CoarseProposals.box_scores", self.box_scores, (num,))
+        _check_shape("CoarseProposals.peaks_xys", self.peaks_xys, (NUM_KEYPOINTS, None, 3))
+        top_k = self.peaks_xys.shape[1]
+        _check_shape("CoarseProposals.limb_scores", self.limb_scores, (NUM_LIMBS, top_k, top_k))
+
+    @classmethod
+    def empty(cls, top_k: int = 0) -> CoarseProposals:
+        """Proposals of an image with nothing detected (``K = top_k`` padding slots)."""
+        return cls(
+            boxes_xyxy=np.zeros((0, 4), np.float32),
+            box_scores=np.zeros((0,), np.float32),
+            peaks_xys=np.zeros((NUM_KEYPOINTS, top_k, 3), np.float32),
+            limb_scores=np.zeros((NUM_LIMBS, top_k, top_k), np.float32),
+        )
+
+
+@dataclass(frozen=True)
+class FilterCounts:
+    """Per-image bookkeeping of the filter.
+
+    Every proposal ends in exactly one bucket::
+
+        proposals == dropped_low_score + dropped_few_keypoints + dropped_duplicate + accepted
+
+    ``recovered`` persons (Algorithm 1, line 9: a box made by ``kpt2box`` for a second pose
+    inside an accepted box) are extra outputs, so persons out == ``accepted + recovered``.
+    ``dropped_low_score`` also holds empty boxes and accepted persons cut by ``max_persons``;
+    the baselines ('nms', 'oks_nms') count suppressed boxes as ``dropped_duplicate``.
+    """
+
+    proposals: int = 0
+    dropped_low_score: int = 0
+    dropped_few_keypoints: int = 0
+    dropped_duplicate: int = 0
+    recovered: int = 0
+    accepted: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters as a plain ``{name: int}`` dict (for stats records)."""
+        return {k: int(v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class FilteredPersons:
+    """The persons of one image that go to refinement, sorted by decreasing score.
+
+    Attributes:
+        boxes_xyxy: ``[N, 4]`` float32 boxes in image pixels, clipped to the image.
+        box_scores: ``[N]`` float32 scores.
+        coarse_kpts_xys: ``[N, 17, 3]`` float32 coarse pose ``(x, y, score)``; zeros where the
+            person has no coarse pose (or lacks that keypoint).
+        recovered: ``[N]`` bool, True for persons recovered by ``kpt2box``.
+        counts: the image's counters.
+    """
+
+    boxes_xyxy: np.ndarray
+    box_scores: np.ndarray
+    coarse_kpts_xys: np.ndarray
+    recovered: np.ndarray
+    counts: FilterCounts = field(default_factory=FilterCounts)
+
+    def __post_init__(self) -> None:
+        _check_shape("FilteredPersons.boxes_xyxy", self.boxes_xyxy, (None, 4))
+        num = self.boxes_xyxy.shape[0]
+        _check_shape("FilteredPersons.box_scores", self.box_scores, (num,))
+        _check_shape(
+            "FilteredPersons.coarse_kpts_xys", self.coarse_kpts_xys, (num, NUM_KEYPOINTS, 3)
+        )
+        _check_shape("FilteredPersons.recovered", self.recovered, (num,))
+
+    def __len__(self) -> int:
+        return int(self.boxes_xyxy.shape[0])
+
+    @classmethod
+    def empty(cls, counts: FilterCounts | None = None) -> FilteredPersons:
+        """No persons (``counts`` defaults to all zeros)."""
+        return cls(
+            boxes_xyxy=np.zeros((0, 4), np.float32),
+            box_scores=np.zeros((0,), np.float32),
+            coarse_kpts_xys=np.zeros((0, NUM_KEYPOINTS, 3), np.float32),
+            recovered=np.zeros((0,), bool),
+            counts=counts if counts is not None else FilterCounts(),
+        )

@@ -1,0 +1,106 @@
+"""Where a job writes and how: deterministic Parquet parts in per-run folders, read back safely."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from ray.data.datasource import FilenameProvider
+
+from pipeline.storage import filesystem_for, join_uri
+from schemas.output import ANNOTATION_SCHEMA
+from schemas.spec import JobSpec, StorageSpec
+
+INCOMPLETE_SUFFIX = ".incomplete"
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    """Where a job writes."""
+
+    root: str
+    annotations: str
+    stats_json: str
+    stats_parquet: str
+    spec_yaml: str
+
+    @classmethod
+    def for_spec(cls, spec: JobSpec) -> JobPaths:
+        root = join_uri(spec.output, spec.job_id)
+        return cls(
+            root=root,
+            annotations=join_uri(root, "annotations"),
+            stats_json=join_uri(root, "stats.json"),
+            stats_parquet=join_uri(root, "stats.parquet"),
+            spec_yaml=join_uri(root, "spec.yaml"),
+        )
+
+
+class PartFilenames(FilenameProvider):
+    """Deterministic Parquet names, ``part-TASK.parquet``, inside a per-run folder ``run-NNN/``."""
+
+    def __init__(self) -> None:
+        super().__init__(file_format="parquet")
+
+    def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
+        return f"part-{task_index:06d}.parquet"
+
+
+def next_run_folder(annotations_uri: str, storage: StorageSpec) -> str:
+    """``annotations/run-NNN``: one folder per run of a job id, so a re-run never overwrites."""
+    fs, path = filesystem_for(annotations_uri, storage)
+    runs = [p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)] if fs.exists(path) else []
+    taken = [int(r[4:]) for r in runs if r.startswith("run-") and r[4:].isdigit()]
+    return join_uri(annotations_uri, f"run-{max(taken, default=-1) + 1:03d}")
+
+
+def write_text(uri: str, text: str, storage: StorageSpec) -> None:
+    """Write a small text file to any supported URI."""
+    fs, path = filesystem_for(uri, storage)
+    parent = path.rsplit("/", 1)[0]
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    with fs.open(path, "wb") as fh:
+        fh.write(text.encode("utf-8"))
+
+
+
+
+def _parquet_files(annotations_uri: str, storage: StorageSpec) -> tuple[object, list[str]]:
+    fs, path = filesystem_for(annotations_uri, storage)
+    if not fs.exists(path):
+        return fs, []
+    return fs, sorted(p for p in fs.find(path) if p.endswith(".parquet"))
+
+
+def _is_complete(fs: object, path: str) -> bool:
+    try:
+        with fs.open(path, "rb") as fh:  # type: ignore[attr-defined]
+            pq.ParquetFile(fh).metadata  # noqa: B018 - reading the footer is the check
+        return True
+    except Exception:
+        return False
+
+
+def quarantine_incomplete_files(annotations_uri: str, storage: StorageSpec) -> list[str]:
+    """Rename Parquet files without a valid footer (a killed run's last writes) out of the way.
+
+    Their images are then simply missing from the output, so a resumed run redoes them.
+    Returns the paths set aside.
+    """
+    fs, files = _parquet_files(annotations_uri, storage)
+    bad = [p for p in files if not _is_complete(fs, p)]
+    for path in bad:
+        fs.mv(path, path + INCOMPLETE_SUFFIX)  # type: ignore[attr-defined]
+    return bad
+
+
+def read_annotations(annotations_uri: str, storage: StorageSpec) -> pa.Table:
+    """Every annotation row under ``annotations_uri`` (all runs), in ``ANNOTATION_SCHEMA``."""
+    fs, files = _parquet_files(annotations_uri, storage)
+    tables = []
+    for path in files:
+        with fs.open(path, "rb") as fh:  # type: ignore[attr-defined]
+            tables.append(pq.read_table(fh, schema=ANNOTATION_SCHEMA))
+    return pa.concat_tables(tables) if tables else ANNOTATION_SCHEMA.empty_table()
