@@ -39,6 +39,20 @@ def _run_parser(subparsers: Any) -> None:
         help="logical CPUs for a local Ray (default: max(8, 4 x cores); ignored with RAY_ADDRESS)",
     )
     p.add_argument(
+        "--num-gpus",
+        type=float,
+        metavar="N",
+        help="GPUs a local Ray offers (default: what it detects); N > 0 on a CPU-only machine "
+        "declares logical GPUs, useful to test GPU resource wiring",
+    )
+    p.add_argument(
+        "--progress-interval",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds between progress lines (default 10)",
+    )
+    p.add_argument(
         "--no-progress-timeout",
         type=float,
         metavar="S",
@@ -79,7 +93,7 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
     return JobSpec.parse(data, source=args.spec or "command line")
 
 
-def init_ray(num_cpus: int | None) -> None:
+def init_ray(num_cpus: int | None, num_gpus: float | None = None) -> None:
     """Attach to ``RAY_ADDRESS`` when set, else start a local Ray with over-subscribed CPUs.
 
     Over-subscription keeps small machines from deadlocking: actor pools reserve CPUs up
@@ -93,16 +107,21 @@ def init_ray(num_cpus: int | None) -> None:
         ray.init(logging_level=logging.WARNING)
         return
     cpus = num_cpus or max(MIN_LOCAL_LOGICAL_CPUS, LOCAL_CPU_OVERSUBSCRIPTION * (os.cpu_count() or 1))
-    ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
+    ray.init(num_cpus=cpus, num_gpus=num_gpus, include_dashboard=False, logging_level=logging.WARNING)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.job import JobPaths, run_job
+    from pipeline.job import run_job
+    from pipeline.sink import JobPaths
 
     spec = spec_from_args(args)
-    init_ray(args.num_cpus)
+    init_ray(args.num_cpus, args.num_gpus)
     print(f"detpose: job '{spec.job_id}' → {JobPaths.for_spec(spec).root}", flush=True)
-    stats = run_job(spec, no_progress_timeout_s=args.no_progress_timeout)
+    stats = run_job(
+        spec,
+        no_progress_timeout_s=args.no_progress_timeout,
+        progress_interval_s=args.progress_interval,
+    )
     for warning in stats.warnings:
         print(f"WARNING: {warning}", file=sys.stderr)
     paths = JobPaths.for_spec(spec)

@@ -25,7 +25,7 @@ from pipeline.sink import (
 )
 from pipeline.stages import CoarseStage, RefineStage, decode_batch, filter_batch
 from pipeline.stats import build_stats, write_stats
-from pipeline.storage import filesystem_for, list_inputs, read_manifest
+from pipeline.storage import Listing, filesystem_for, list_inputs, read_manifest
 from schemas.output import JobStats
 from schemas.spec import JobSpec
 
@@ -39,10 +39,10 @@ FILTER_NUM_CPUS = 0.5
 MAX_CROPS_PER_FORWARD = 64
 
 
-def resolve_inputs(spec: JobSpec) -> list[str]:
+def resolve_inputs(spec: JobSpec) -> Listing:
     """Every image URI the job covers, sorted and de-duplicated."""
     if spec.manifest is not None:
-        return sorted(dict.fromkeys(read_manifest(spec.manifest, spec.storage)))
+        return read_manifest(spec.manifest, spec.storage)
     return list_inputs(spec.inputs, spec.storage)
 
 
@@ -101,7 +101,8 @@ def run_job(
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     paths = JobPaths.for_spec(spec)
-    uris = resolve_inputs(spec)
+    listing = resolve_inputs(spec)
+    uris = listing.uris
     write_text(paths.spec_yaml, spec.to_yaml(), spec.storage)
     ctx = DataContext.get_current()
     if no_progress_timeout_s is not None:
@@ -130,13 +131,15 @@ def run_job(
         "stage1": weights_source("stage1", spec.stage1.checkpoint),
         "refiner": weights_source("refiner", spec.refiner.checkpoint),
     }
-    warnings = [
+    warnings = [f"{len(listing.skipped)} non-image file(s) under the input prefixes skipped, "
+                f"e.g. {listing.skipped[0]}"] if listing.skipped else []
+    warnings += [
         f"{stage}: RANDOM weights (no checkpoint given and none bundled); poses are meaningless"
         for stage, source in weights.items()
         if source == "random-init"
     ]
     stats = build_stats(
-        spec, paths.annotations, uris, len(todo), ds, started, time.perf_counter() - t0, weights, warnings
+        spec, paths.annotations, listing, len(todo), ds, started, time.perf_counter() - t0, weights, warnings
     )
     write_stats(stats, paths.stats_json, paths.stats_parquet, spec)
     return stats

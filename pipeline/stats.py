@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.sink import read_annotations
-from pipeline.storage import filesystem_for
+from pipeline.storage import Listing, filesystem_for
 from schemas.output import COUNT_FIELDS, STATUS_ERROR, STATUS_OK, JobStats, StageStats
 from schemas.spec import JobSpec
 
@@ -103,7 +103,7 @@ def count_rows(table: pa.Table) -> dict[str, Any]:
 def build_stats(
     spec: JobSpec,
     annotations_uri: str,
-    uris: list[str],
+    listing: Listing,
     images_this_run: int,
     ds: Any,
     started: datetime,
@@ -114,6 +114,7 @@ def build_stats(
     """Assemble the job's statistics from its output rows and the executed dataset."""
     table = read_annotations(annotations_uri, spec.storage)
     counts = count_rows(table)
+    uris = listing.uris
     stages, text = stage_stats(ds)
     notes = list(warnings or [])
     if counts["rows"] != len(uris):
@@ -128,6 +129,7 @@ def build_stats(
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         wall_s=wall_s,
         images_in=len(uris),
+        skipped_non_image=len(listing.skipped),
         images_ok=counts["images_ok"],
         images_error=counts["images_error"],
         errors_by_kind=counts["errors_by_kind"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -90,14 +91,24 @@ def _unstrip(fs: fsspec.AbstractFileSystem, uri: str, path: str) -> str:
     return fs.unstrip_protocol(path) if scheme not in _S3_SCHEMES else f"{scheme}://{path}"
 
 
-def list_inputs(inputs: Iterable[str], storage: StorageSpec) -> list[str]:
+@dataclass(frozen=True)
+class Listing:
+    """Image URIs found under the inputs, and the files a prefix held that are not images."""
+
+    uris: list[str]
+    skipped: list[str] = field(default_factory=list)
+
+
+def list_inputs(inputs: Iterable[str], storage: StorageSpec) -> Listing:
     """Expand files and prefixes into a sorted, de-duplicated list of image URIs.
 
-    A prefix (a directory, or an S3 key prefix ending in ``/``) is listed recursively and
-    filtered by image extension. A URI naming one object is kept whatever its extension,
-    so a misnamed or missing file still yields an error row rather than vanishing.
+    A prefix (a directory, or an S3 key prefix) is listed recursively and filtered by
+    image extension; what it holds besides images is reported in ``skipped``. A URI
+    naming one object is kept whatever its extension, so a misnamed or missing file
+    still yields an error row rather than vanishing.
     """
     found: list[str] = []
+    skipped: list[str] = []
     for uri in inputs:
         fs, path = filesystem_for(uri, storage)
         try:
@@ -105,15 +116,16 @@ def list_inputs(inputs: Iterable[str], storage: StorageSpec) -> list[str]:
         except Exception as exc:  # storage unreachable, credentials, ...
             raise InputError(f"cannot list input {uri!r}: {type(exc).__name__}: {exc}") from exc
         if is_dir:
-            files = sorted(p for p in fs.find(path) if is_image_path(p))
-            found.extend(_unstrip(fs, uri, p) for p in files)
+            for file_path in sorted(fs.find(path)):
+                (found if is_image_path(file_path) else skipped).append(_unstrip(fs, uri, file_path))
         else:
             found.append(uri)
-    return sorted(dict.fromkeys(found))
+    return Listing(sorted(dict.fromkeys(found)), sorted(dict.fromkeys(skipped)))
 
 
-def read_manifest(uri: str, storage: StorageSpec) -> list[str]:
-    """URIs listed in a manifest: Parquet or CSV with a ``uri`` column, or text with one per line."""
+def read_manifest(uri: str, storage: StorageSpec) -> Listing:
+    """URIs listed in a manifest (Parquet or CSV with a ``uri`` column, or text, one per line),
+    sorted and de-duplicated."""
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
@@ -127,11 +139,12 @@ def read_manifest(uri: str, storage: StorageSpec) -> list[str]:
                 table = pacsv.read_csv(fh)
             else:
                 lines = fh.read().decode("utf-8").splitlines()
-                return [s.strip() for s in lines if s.strip() and not s.lstrip().startswith("#")]
+                uris = (s.strip() for s in lines if s.strip() and not s.lstrip().startswith("#"))
+                return Listing(sorted(dict.fromkeys(uris)))
     except FileNotFoundError as exc:
         raise InputError(f"manifest {uri!r} does not exist") from exc
     except (KeyError, ValueError, OSError) as exc:
         raise InputError(f"cannot read manifest {uri!r}: {exc}") from exc
     if "uri" not in table.column_names:
         raise InputError(f"manifest {uri!r} has no 'uri' column (columns: {table.column_names})")
-    return [u for u in table.column("uri").to_pylist() if u]
+    return Listing(sorted(dict.fromkeys(u for u in table.column("uri").to_pylist() if u)))

@@ -78,6 +78,9 @@ class JobStats(BaseModel):
     finished_at: str = Field(..., description="UTC ISO-8601.")
     wall_s: float = Field(..., ge=0.0)
     images_in: int = Field(..., ge=0, description="Input images listed for this job.")
+    skipped_non_image: int = Field(
+        0, ge=0, description="Files under input prefixes without an image extension (not rows)."
+    )
     images_ok: int = Field(..., ge=0)
     images_error: int = Field(..., ge=0)
     errors_by_kind: dict[str, int] = Field(default_factory=dict)

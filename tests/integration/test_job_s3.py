@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 
-from pipeline.job import JobPaths, read_annotations, run_job
+from pipeline.job import run_job
+from pipeline.sink import JobPaths, read_annotations
 from pipeline.storage import image_id_for
 from schemas.output import ANNOTATION_SCHEMA
 from schemas.spec import JobSpec
@@ -52,7 +53,7 @@ def test_coco_sample_from_s3_yields_one_row_per_image_with_true_sizes(shared_dat
     assert stats.errors_by_kind == {"missing": 1, "unreadable": 1}
     assert stats.warnings == [] or all("RANDOM" in w for w in stats.warnings)
 
-    table = read_annotations(JobPaths.for_spec(spec).annotations, spec)
+    table = read_annotations(JobPaths.for_spec(spec).annotations, spec.storage)
     assert table.schema.equals(ANNOTATION_SCHEMA, check_metadata=False)
     rows = {r["uri"]: r for r in table.to_pylist()}
     assert len(rows) == table.num_rows == 6
@@ -63,7 +64,7 @@ def test_coco_sample_from_s3_yields_one_row_per_image_with_true_sizes(shared_dat
         assert row["image_id"] == image_id_for(uri)
         for person in row["persons"]:
             x, y, w, h = person["box_xywh"]
-            assert 0 <= x and 0 <= y and x + w <= width and y + h <= height
+            assert x >= 0 and y >= 0 and x + w <= width and y + h <= height
             assert len(person["keypoints"]) == 51
     assert rows[f"s3://{s3_bucket}/coco/absent.jpg"]["error_kind"] == "missing"
     assert rows[f"s3://{s3_bucket}/coco/broken.jpg"]["error_kind"] == "unreadable"

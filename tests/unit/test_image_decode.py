@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import fsspec
 import numpy as np
@@ -13,6 +11,7 @@ from PIL import Image
 
 from pipeline.decode import DecodedImage, ImageError, decode_image, fetch_and_decode
 from schemas.spec import DecodeSpec
+from tests.helpers import png_claiming_size
 
 SPEC = DecodeSpec()
 
@@ -21,14 +20,6 @@ def encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format=fmt, **kwargs)
     return buf.getvalue()
-
-
-def png_claiming_size(width: int, height: int) -> bytes:
-    """A PNG whose IHDR claims ``width`` x ``height`` (with a valid CRC) but holds one row."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 4)) + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize(

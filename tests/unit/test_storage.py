@@ -31,13 +31,15 @@ def test_prefixes_are_listed_recursively_by_extension(tmp_path):
     (tmp_path / "a" / "b").mkdir()
     for name in ("a/x.jpg", "a/b/y.PNG", "a/b/notes.txt", "z.jpeg"):
         (tmp_path / name).write_bytes(b"x")
-    found = list_inputs([str(tmp_path / "a"), str(tmp_path / "z.jpeg"), str(tmp_path / "a")], NO_STORAGE)
+    listing = list_inputs([str(tmp_path / "a"), str(tmp_path / "z.jpeg"), str(tmp_path / "a")], NO_STORAGE)
+    found = listing.uris
+    assert [p.rsplit("/", 1)[-1] for p in listing.skipped] == ["notes.txt"]
     assert [p.rsplit("/", 2)[-2:] for p in found] == [["b", "y.PNG"], ["a", "x.jpg"], [tmp_path.name, "z.jpeg"]]
 
 
 def test_a_named_file_is_kept_even_when_missing(tmp_path):
     missing = str(tmp_path / "gone.jpg")
-    assert list_inputs([missing], NO_STORAGE) == [missing]
+    assert list_inputs([missing], NO_STORAGE).uris == [missing]
 
 
 @pytest.mark.parametrize("kind", ["parquet", "csv", "txt"])
@@ -50,7 +52,7 @@ def test_manifests(tmp_path, kind):
         path.write_text("uri,other\n" + "".join(f"{u},1\n" for u in uris))
     else:
         path.write_text("# a comment\n" + "\n".join(uris) + "\n\n")
-    assert read_manifest(str(path), NO_STORAGE) == uris
+    assert read_manifest(str(path), NO_STORAGE).uris == sorted(uris)
 
 
 def test_manifest_without_uri_column_is_a_clear_error(tmp_path):

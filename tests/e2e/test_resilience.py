@@ -1,0 +1,89 @@
+"""Runs as a user would start them: a killed job resumed, and model stages on logical GPUs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.dataset as pds
+
+from tests.conftest import REPO_ROOT
+from tests.helpers import synthetic_jpeg
+
+
+def cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "jobs.cli", *args]
+
+
+def cli_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return {**env, "PYTHONPATH": str(REPO_ROOT)}
+
+
+def write_images(folder: Path, count: int) -> None:
+    folder.mkdir(parents=True)
+    for i in range(count):
+        (folder / f"img_{i:03d}.jpg").write_bytes(synthetic_jpeg(i))
+
+
+def annotation_rows(root: Path) -> list[dict]:
+    files = sorted(str(p) for p in (root / "annotations").rglob("*.parquet"))
+    return pds.dataset(files, format="parquet").to_table(columns=["uri", "status"]).to_pylist()
+
+
+def test_killed_job_resumes_and_ends_with_every_image_once(tmp_path):
+    images = tmp_path / "images"
+    write_images(images, 60)
+    spec = tmp_path / "job.yaml"
+    spec.write_text(
+        f"job_id: resume\ninputs: ['{images}']\noutput: '{tmp_path / 'out'}'\n"
+        "stage1: {batch_size: 2}\nrefiner: {batch_size: 2}\n"
+    )
+    args = cli_command("run", "--spec", str(spec), "--num-cpus", "8", "--no-progress-timeout", "300")
+    first = subprocess.Popen(args, env=cli_env(), cwd=tmp_path, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run0 = tmp_path / "out" / "resume" / "annotations" / "run-000"
+    deadline = time.monotonic() + 600
+    while not (run0.exists() and any(run0.glob("*.parquet"))):
+        assert first.poll() is None, "the first run ended before writing anything"
+        assert time.monotonic() < deadline, "the first run wrote nothing in time"
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=30)
+    partial = annotation_rows(tmp_path / "out" / "resume") if any(run0.glob("*.parquet")) else []
+    assert 0 < len(partial) < 60, "the kill must land while the job is part-way through"
+
+    second = subprocess.run(args, env=cli_env(), cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stderr[-3000:]
+    rows = annotation_rows(tmp_path / "out" / "resume")
+    uris = [r["uri"] for r in rows]
+    assert len(uris) == len(set(uris)) == 60
+    stats = json.loads((tmp_path / "out" / "resume" / "stats.json").read_text())
+    assert stats["images_in"] == stats["images_ok"] == 60
+    assert stats["images_this_run"] == 60 - len({r["uri"] for r in partial})
+
+
+def test_model_stages_share_a_logical_gpu_without_deadlock(tmp_path):
+    images = tmp_path / "images"
+    write_images(images, 6)
+    spec = tmp_path / "job.yaml"
+    spec.write_text(
+        f"job_id: gpu\ninputs: ['{images}']\noutput: '{tmp_path / 'out'}'\n"
+        "stage1: {batch_size: 2, num_gpus: 0.5}\nrefiner: {batch_size: 2, num_gpus: 0.5}\n"
+    )
+    result = subprocess.run(
+        cli_command("run", "--spec", str(spec), "--num-cpus", "8", "--num-gpus", "1",
+                    "--no-progress-timeout", "240"),
+        env=cli_env(), cwd=tmp_path, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    stats = json.loads((tmp_path / "out" / "gpu" / "stats.json").read_text())
+    assert stats["images_ok"] == 6
+    # Accelerator-seconds are accounted at 0.5 GPU per actor for both model stages.
+    model_busy = sum(s["busy_s"] for s in stats["stages"] if s["name"].endswith(("CoarseStage)", "RefineStage)")))
+    assert abs(stats["accelerator_seconds"] - 0.5 * model_busy) < 1e-6

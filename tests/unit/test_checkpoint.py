@@ -1,0 +1,102 @@
+"""Checkpoints: round trips, and refusal of anything but tensors and primitives."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.checkpoint import CheckpointError, build_model, load_checkpoint, save_checkpoint
+from model.refine_net import PoseRefinementNet
+from schemas.model import coarse_preset, refiner_preset
+
+RECORD = {"steps": 3, "losses": {"total": 0.5}, "loss_history": [[1, 0.9], [3, 0.5]], "dataset": "unit"}
+
+
+class Payload:
+    """Any class: pickling it stores a global that weights-only loading refuses."""
+
+    def __init__(self) -> None:
+        self.value = 1
+
+
+def _tiny_refiner() -> tuple[PoseRefinementNet, object]:
+    torch.manual_seed(0)
+    cfg = refiner_preset("tiny")
+    return PoseRefinementNet(cfg), cfg
+
+
+def test_round_trip_restores_weights_config_and_record(tmp_path: Path) -> None:
+    model, cfg = _tiny_refiner()
+    path = tmp_path / "refiner.pt"
+    save_checkpoint(path, "refiner", model, cfg, RECORD)
+    loaded, loaded_cfg, record = load_checkpoint(path, "refiner")
+    assert loaded_cfg == cfg and record == RECORD and not loaded.training
+    crops = torch.randn(2, 3, *cfg.input_hw)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(crops).heatmaps, model.eval()(crops).heatmaps)
+
+
+def test_round_trip_through_an_fsspec_uri() -> None:
+    cfg = coarse_preset("tiny")
+    model = build_model("stage1", cfg)
+    save_checkpoint("memory://ckpt/stage1.pt", "stage1", model, cfg, RECORD)
+    loaded, loaded_cfg, _ = load_checkpoint("memory://ckpt/stage1.pt", "stage1")
+    assert loaded_cfg == cfg
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value)
+
+
+def test_a_pickled_object_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    model, cfg = _tiny_refiner()
+    path = tmp_path / "evil.pt"
+    torch.save(
+        {"format": 1, "kind": "refiner", "config": cfg.model_dump(mode="json"),
+         "state_dict": model.state_dict(), "record": {"x": Payload()}},
+        path,
+    )  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"evil\.pt: refused.*tensors and primitives.*Payload"):
+        load_checkpoint(path, "refiner")
+    whole_model = tmp_path / "model.pt"
+    torch.save(model, whole_model)  # a pickled nn.Module, the classic unsafe checkpoint
+    with pytest.raises(CheckpointError, match=r"model\.pt: refused"):
+        load_checkpoint(whole_model, "refiner")
+
+
+def test_wrong_kind_missing_keys_and_mismatched_config_are_refused(tmp_path: Path) -> None:
+    model, cfg = _tiny_refiner()
+    path = tmp_path / "refiner.pt"
+    save_checkpoint(path, "refiner", model, cfg, RECORD)
+    with pytest.raises(CheckpointError, match="holds a 'refiner' checkpoint, expected 'stage1'"):
+        load_checkpoint(path, "stage1")
+
+    bare = tmp_path / "bare.pt"
+    torch.save({"state_dict": model.state_dict()}, bare)
+    with pytest.raises(CheckpointError, match=r"bare\.pt: not a DetPose checkpoint, missing keys"):
+        load_checkpoint(bare, "refiner")
+
+    other = tmp_path / "other.pt"
+    payload = torch.load(path, weights_only=True)
+    payload["config"]["channels"] = 16  # the weights were made for 32 channels
+    torch.save(payload, other)
+    with pytest.raises(CheckpointError, match=r"other\.pt: state dict does not match its refiner config"):
+        load_checkpoint(other, "refiner")
+
+    payload["config"]["channels"] = -1
+    torch.save(payload, other)
+    with pytest.raises(CheckpointError, match="invalid refiner config"):
+        load_checkpoint(other, "refiner")
+
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_checkpoint(tmp_path / "absent.pt", "refiner")
+
+
+def test_saving_refuses_records_that_would_need_pickle(tmp_path: Path) -> None:
+    model, cfg = _tiny_refiner()
+    with pytest.raises(TypeError, match="Payload"):
+        save_checkpoint(tmp_path / "x.pt", "refiner", model, cfg, {"obj": Payload()})
+    with pytest.raises(TypeError, match="OrderedDict"):
+        save_checkpoint(tmp_path / "x.pt", "refiner", model, cfg, {"d": collections.OrderedDict(a=1)})
+    assert not (tmp_path / "x.pt").exists()

@@ -1,0 +1,134 @@
+"""Known-answer tests of the losses (paper eqs. 1-2, L_det, L_p)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from model.keypoints import KEYPOINT_NAMES, NUM_KEYPOINTS
+from model.losses import (
+    detection_loss,
+    focal_loss,
+    multiscale_loss,
+    per_keypoint_l2,
+    proposal_loss,
+    refiner_loss,
+    skeleton_neighbours,
+    structure_aware_loss,
+)
+
+IDX = {name: i for i, name in enumerate(KEYPOINT_NAMES)}
+
+
+def _three_keypoint_example() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Heatmaps [1, 3, 1, 2] with per-keypoint MSE d = (1, 2, 0) against zero predictions."""
+    target = torch.tensor([[[[1.0, 1.0]], [[2.0, 0.0]], [[0.0, 0.0]]]])
+    return torch.zeros_like(target), target, torch.ones(1, 3)
+
+
+def test_structure_aware_loss_equals_hand_computed_value() -> None:
+    pred, target, weight = _three_keypoint_example()
+    chain = ((1,), (0, 2), (1,))  # 0 - 1 - 2: keypoint 1 is a triplet's middle joint
+    alpha2 = 0.5
+    # d = (1, 2, 0): 1/3 [(1 + .5*2) + (2 + .5*(1 + 0)) + (0 + .5*2)] = 5.5 / 3
+    loss = structure_aware_loss(pred, target, weight, alpha2, neighbours=chain)
+    assert loss.item() == pytest.approx(5.5 / 3, abs=1e-6)
+
+
+def test_structure_aware_loss_is_mean_per_keypoint_l2_without_neighbour_weight() -> None:
+    gen = torch.Generator().manual_seed(0)
+    pred = torch.rand(2, NUM_KEYPOINTS, 8, 6, generator=gen)
+    target = torch.rand(2, NUM_KEYPOINTS, 8, 6, generator=gen)
+    weight = (torch.rand(2, NUM_KEYPOINTS, generator=gen) > 0.3).float()
+    expected = (((pred - target) ** 2).mean(dim=(2, 3)) * weight).mean()
+    assert structure_aware_loss(pred, target, weight, alpha2=0.0).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert structure_aware_loss(pred, target, weight, alpha2=0.5).item() > expected.item()
+
+
+def test_invisible_keypoints_do_not_count() -> None:
+    pred, target, _ = _three_keypoint_example()
+    weight = torch.tensor([[1.0, 0.0, 1.0]])
+    assert per_keypoint_l2(pred, target, weight).tolist() == [[1.0, 0.0, 0.0]]
+    # Only d_0 = 1 is left: 1/3 (1 + 0.5 * 1 from keypoint 1's neighbour term) = 0.5
+    loss = structure_aware_loss(pred, target, weight, 0.5, neighbours=((1,), (0, 2), (1,)))
+    assert loss.item() == pytest.approx(0.5)
+
+
+def test_elbows_and_knees_get_triplets_on_the_coco_skeleton() -> None:
+    neighbours = skeleton_neighbours()
+    for side in ("left", "right"):
+        assert set(neighbours[IDX[f"{side}_elbow"]]) == {IDX[f"{side}_shoulder"], IDX[f"{side}_wrist"]}
+        assert set(neighbours[IDX[f"{side}_knee"]]) == {IDX[f"{side}_hip"], IDX[f"{side}_ankle"]}
+        assert neighbours[IDX[f"{side}_wrist"]] == (IDX[f"{side}_elbow"],)
+        assert neighbours[IDX[f"{side}_ankle"]] == (IDX[f"{side}_knee"],)
+
+
+def test_multiscale_loss_averages_over_scales() -> None:
+    weight = torch.ones(1, 2)
+    coarse_t = torch.zeros(1, 2, 2, 2)
+    fine_t = torch.zeros(1, 2, 4, 4)
+    coarse_p = torch.full_like(coarse_t, 1.0)  # d = (1, 1) -> L_SA = 1 at alpha2 = 0
+    fine_p = torch.full_like(fine_t, 3.0)  # d = (9, 9) -> L_SA = 9
+    loss = multiscale_loss([coarse_p, fine_p], [coarse_t, fine_t], weight, alpha2=0.0)
+    assert loss.item() == pytest.approx((1.0 + 9.0) / 2)
+
+
+def test_refiner_loss_adds_every_stacks_mss_and_the_msr_term() -> None:
+    weight = torch.ones(1, 2)
+    targets = [torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 4, 4)]
+    stack1 = [torch.full((1, 2, 2, 2), 1.0), torch.full((1, 2, 4, 4), 1.0)]  # L_MSS = 1
+    stack2 = [torch.full((1, 2, 2, 2), 2.0), torch.full((1, 2, 4, 4), 2.0)]  # L_MSS = 4
+    final = torch.full((1, 2, 4, 4), 0.5)  # L_SA = 0.25
+    out = refiner_loss(final, stack1 + stack2, targets, weight, alpha2=0.0)
+    assert out["mss"].item() == pytest.approx(2.5)
+    assert out["msr"].item() == pytest.approx(0.25)
+    assert out["total"].item() == pytest.approx(2.75)
+
+
+def test_focal_loss_known_values() -> None:
+    target = torch.tensor([[[[1.0, 0.5]]]])
+    logits = torch.zeros(1, 1, 1, 2)  # p = 0.5 everywhere
+    # centre: (1 - .5)^2 * ln 2; other cell: (1 - .5)^4 * .5^2 * ln 2; one centre
+    expected = 0.25 * math.log(2) + 0.0625 * 0.25 * math.log(2)
+    assert focal_loss(logits, target).item() == pytest.approx(expected, rel=1e-5)
+    confident = torch.tensor([[[[20.0, -20.0]]]])
+    assert focal_loss(confident, target).item() < 1e-6
+
+
+def test_detection_loss_l1_only_at_centre_cells() -> None:
+    targets = {
+        "centre": torch.tensor([[[[1.0, 0.0]]]]),
+        "size": torch.tensor([[[[4.0, 0.0]], [[6.0, 0.0]]]]),
+        "offset": torch.tensor([[[[0.25, 0.0]], [[-0.25, 0.0]]]]),
+        "reg_mask": torch.tensor([[[[1.0, 0.0]]]]),
+    }
+    size = torch.tensor([[[[3.0, 100.0]], [[6.0, 100.0]]]])  # error 1 at the centre, junk elsewhere
+    offset = torch.zeros(1, 2, 1, 2)  # error 0.25 + 0.25
+    logits = torch.tensor([[[[20.0, -20.0]]]])
+    out = detection_loss(logits, size, offset, targets, size_weight=0.1, offset_weight=1.0)
+    assert out["size"].item() == pytest.approx(1.0)
+    assert out["offset"].item() == pytest.approx(0.5)
+    assert out["det"].item() == pytest.approx(out["centre"].item() + 0.1 + 0.5, rel=1e-6)
+
+
+def test_proposal_loss_is_weighted_det_plus_kpt() -> None:
+    targets = {
+        "centre": torch.tensor([[[[1.0, 0.0]]]]),
+        "size": torch.zeros(1, 2, 1, 2),
+        "offset": torch.zeros(1, 2, 1, 2),
+        "reg_mask": torch.tensor([[[[1.0, 0.0]]]]),
+        "heatmaps": torch.zeros(1, 17, 1, 2),
+        "pafs": torch.zeros(1, 38, 1, 2),
+    }
+    heatmaps = [torch.full((1, 17, 1, 2), 0.1), torch.full((1, 17, 1, 2), 0.3)]  # MSE .01, .09
+    pafs = [torch.full((1, 38, 1, 2), 0.2), torch.full((1, 38, 1, 2), 0.2)]  # MSE .04
+    out = proposal_loss(
+        heatmaps, pafs, torch.zeros(1, 1, 1, 2), targets["size"], targets["offset"], targets,
+        det_weight=2.0, heatmap_weight=10.0, paf_weight=5.0, size_weight=0.1, offset_weight=1.0,
+    )  # fmt: skip
+    assert out["heatmap"].item() == pytest.approx(0.05)
+    assert out["paf"].item() == pytest.approx(0.04)
+    assert out["kpt"].item() == pytest.approx(10 * 0.05 + 5 * 0.04)
+    assert out["total"].item() == pytest.approx(2.0 * out["det"].item() + out["kpt"].item())

@@ -1,0 +1,104 @@
+"""Known-answer tests of heatmap, PAF and detection targets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model.detection import decode_proposals, encode_detection_targets
+from model.geometry import apply_affine, box_to_affine, scale_affine
+from model.keypoints import NUM_KEYPOINTS, SKELETON
+from model.targets import gaussian_heatmaps, paf_targets, to_heatmap_coords
+
+STRIDES = (16, 8, 4)
+CROP_HW = (64, 48)
+
+
+def _subpixel_peak(channel: torch.Tensor) -> tuple[float, float]:
+    """Peak of a Gaussian from the 3-point parabola through its log (exact for a Gaussian)."""
+    height, width = channel.shape
+    row, col = divmod(int(channel.argmax()), width)
+    log = channel.double().clamp(min=1e-300).log()
+
+    def vertex(a: float, b: float, c: float) -> float:
+        return 0.5 * (a - c) / (a - 2 * b + c)
+
+    assert 0 < col < width - 1 and 0 < row < height - 1, "peak on the border"
+    dx = vertex(log[row, col - 1], log[row, col], log[row, col + 1])
+    dy = vertex(log[row - 1, col], log[row, col], log[row + 1, col])
+    return col + float(dx), row + float(dy)
+
+
+def test_target_heatmaps_peak_exactly_at_the_keypoint_at_every_scale() -> None:
+    # Inside the interior of even the 4 x 3 stride-16 map, so the peak has neighbours on all sides.
+    kpts_crop = np.array([[21.3, 30.6], [27.0, 20.2], [17.7, 44.5]])
+    for stride in STRIDES:
+        out_hw = (CROP_HW[0] // stride, CROP_HW[1] // stride)
+        coords = to_heatmap_coords(kpts_crop, stride)
+        maps = gaussian_heatmaps(coords[:, None], np.ones((3, 1)), out_hw, sigma=1.0)  # 3 persons, 1 kpt
+        one_person = gaussian_heatmaps(coords[None], np.ones((1, 3)), out_hw, sigma=1.0)
+        for k, (x, y) in enumerate(coords):
+            row, col = divmod(int(one_person[k].argmax()), out_hw[1])
+            assert (col, row) == (round(x), round(y)), f"stride {stride} keypoint {k}"
+            px, py = _subpixel_peak(one_person[k])
+            assert (px, py) == pytest.approx((x, y), abs=1e-6), f"stride {stride} keypoint {k}"
+        assert maps.shape == (1, *out_hw)
+
+
+def test_heatmap_is_one_on_a_pixel_centre_and_empty_when_unlabelled() -> None:
+    maps = gaussian_heatmaps(np.array([[[3.0, 2.0], [1.0, 1.0]]]), np.array([[1.0, 0.0]]), (5, 6), sigma=1.5)
+    assert maps[0, 2, 3].item() == 1.0
+    assert maps[0, 2, 4].item() == pytest.approx(np.exp(-1 / (2 * 1.5**2)))
+    assert maps[1].abs().sum().item() == 0.0
+
+
+def test_heatmap_coords_agree_with_the_crop_affine() -> None:
+    affine = box_to_affine(np.array([[100.0, 50.0, 180.0, 210.0]]), CROP_HW)
+    pts_img = np.array([[[130.0, 90.0], [170.0, 200.0]]])
+    pts_crop = apply_affine(affine, pts_img)
+    for stride in STRIDES:
+        via_affine = apply_affine(scale_affine(affine, 1.0 / stride), pts_img)
+        np.testing.assert_allclose(to_heatmap_coords(pts_crop, stride), via_affine, atol=1e-9)
+
+
+def test_paf_is_the_unit_vector_on_the_limb_and_zero_elsewhere() -> None:
+    kpts = np.zeros((1, NUM_KEYPOINTS, 2))
+    weights = np.zeros((1, NUM_KEYPOINTS))
+    limb = 0
+    a, b = SKELETON[limb]
+    kpts[0, a], kpts[0, b] = (2.0, 5.0), (10.0, 5.0)  # horizontal, pointing +x
+    weights[0, [a, b]] = 1.0
+    pafs = paf_targets(kpts, weights, (10, 14), limb_width=1.0)
+    assert pafs.shape == (2 * len(SKELETON), 10, 14)
+    np.testing.assert_allclose(pafs[0, 4:7, 2:11].numpy(), 1.0)  # rows 4..6, columns 2..10
+    assert pafs[1].abs().sum().item() == 0.0  # no y component
+    assert pafs[0, 3].abs().sum().item() == 0.0 and pafs[0, 7].abs().sum().item() == 0.0
+    assert pafs[0, 5, 11].item() == 0.0 and pafs[0, 5, 1].item() == 0.0  # past the ends
+    assert pafs[2:].abs().sum().item() == 0.0  # other limbs unlabelled
+
+
+def test_paf_averages_overlapping_limbs() -> None:
+    kpts = np.zeros((2, NUM_KEYPOINTS, 2))
+    weights = np.zeros((2, NUM_KEYPOINTS))
+    a, b = SKELETON[0]
+    kpts[0, a], kpts[0, b] = (0.0, 2.0), (4.0, 2.0)  # +x
+    kpts[1, a], kpts[1, b] = (2.0, 0.0), (2.0, 4.0)  # +y
+    weights[:, [a, b]] = 1.0
+    pafs = paf_targets(kpts, weights, (5, 5), limb_width=0.5)
+    assert (pafs[0, 2, 2].item(), pafs[1, 2, 2].item()) == pytest.approx((0.5, 0.5))
+
+
+def test_detection_targets_round_trip_through_decoding() -> None:
+    stride, out_hw = 4, (32, 32)
+    boxes = np.array([[10.0, 20.0, 50.0, 100.0], [70.3, 15.9, 120.6, 60.2]])
+    targets = encode_detection_targets(boxes, out_hw, stride)
+    assert targets.reg_mask.sum().item() == 2
+    assert targets.centre.max().item() == 1.0
+    logits = torch.where(targets.centre >= 1.0, 5.0, -5.0)[None]
+    decoded, scores = decode_proposals(logits, targets.size[None], targets.offset[None], top_k=4, stride=stride)
+    assert decoded.shape == (1, 4, 4) and scores.shape == (1, 4)
+    order = np.argsort(decoded[0, :2, 0].numpy())
+    np.testing.assert_allclose(decoded[0, :2].numpy()[order], boxes, atol=1e-4)
+    assert scores[0, :2].min().item() == pytest.approx(torch.sigmoid(torch.tensor(5.0)).item())
+    assert scores[0, 2:].max().item() < 0.01  # the plateau far from boxes scores sigmoid(-5)
