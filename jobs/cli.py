@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from jobs import cluster_cmd, train_cmd
+from jobs.cluster_cmd import ClusterError
 from schemas.spec import JobSpec, SpecError
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
@@ -107,7 +109,14 @@ def init_ray(num_cpus: int | None, num_gpus: float | None = None) -> None:
         ray.init(logging_level=logging.WARNING)
         return
     cpus = num_cpus or max(MIN_LOCAL_LOGICAL_CPUS, LOCAL_CPU_OVERSUBSCRIPTION * (os.cpu_count() or 1))
-    ray.init(num_cpus=cpus, num_gpus=num_gpus, include_dashboard=False, logging_level=logging.WARNING)
+    # address="local": never attach by accident to another cluster running on this machine.
+    ray.init(
+        address="local",
+        num_cpus=cpus,
+        num_gpus=num_gpus,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -142,13 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _run_parser(subparsers)
-    for module_name in ("jobs.train_cmd", "jobs.bench_cmd"):
-        try:
-            module = __import__(module_name, fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
+    for module in (cluster_cmd, train_cmd):
         module.register(subparsers)
     return parser
 
@@ -165,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as exc:
         print(f"detpose: {exc}", file=sys.stderr)
         return 2
+    except ClusterError as exc:
+        print(f"detpose: {exc}", file=sys.stderr)
+        return 1
     except (FileNotFoundError, ValueError) as exc:
         print(f"detpose: error: {exc}", file=sys.stderr)
         return 2

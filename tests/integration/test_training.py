@@ -19,7 +19,7 @@ from model.image import make_refiner_crops
 from model.train import train
 from schemas.model import coarse_preset, refiner_preset
 
-STEPS = 150
+STEPS = 100
 MIN_LOSS_CUT = 5.0
 
 
@@ -52,7 +52,9 @@ def test_tiny_stage1_cuts_its_loss(shared_data: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_tiny_refiner_cuts_its_loss_and_localises_training_keypoints(shared_data: Path, tmp_path: Path) -> None:
+def test_tiny_refiner_cuts_its_loss_and_localises_training_keypoints(
+    shared_data: Path, tmp_path: Path
+) -> None:
     torch.set_num_threads(2)
     records = _records(shared_data)
     cfg = refiner_preset("tiny")
@@ -68,10 +70,14 @@ def test_tiny_refiner_cuts_its_loss_and_localises_training_keypoints(shared_data
         if not keep.any():
             continue
         boxes, gt = rec.boxes_xyxy[keep], rec.kpts_xyv[keep]
-        crops, affines = make_refiner_crops([read_image_rgb(rec.uri)], np.zeros(len(boxes), int), boxes, cfg, "cpu")
+        crops, affines = make_refiner_crops(
+            [read_image_rgb(rec.uri)], np.zeros(len(boxes), int), boxes, cfg, "cpu"
+        )
         with torch.no_grad():
             heatmaps = model(crops).heatmaps
-        coords_img = apply_affine(invert_affine(scale_affine(affines, 1.0 / cfg.stride)), _argmax_coords(heatmaps))
+        coords_img = apply_affine(
+            invert_affine(scale_affine(affines, 1.0 / cfg.stride)), _argmax_coords(heatmaps)
+        )
         box_side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
         labelled = gt[..., 2] > 0
         close = np.linalg.norm(coords_img - gt[..., :2], axis=-1) <= 0.1 * box_side[:, None]

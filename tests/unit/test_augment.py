@@ -43,7 +43,9 @@ def _inside(patch: tuple[int, int, int, int], shape: tuple[int, ...]) -> np.ndar
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_background_masking_changes_pixels_only_in_a_patch_over_the_chosen_keypoint(seed: int) -> None:
+def test_background_masking_changes_pixels_only_in_a_patch_over_the_chosen_keypoint(
+    seed: int,
+) -> None:
     image = _textured_image()
     kpts = _person({"left_wrist": (40.0, 50.0), "left_elbow": (60.0, 40.0), "nose": (80.0, 20.0)})
     out, patches = mask_keypoints(
@@ -60,7 +62,9 @@ def test_background_masking_changes_pixels_only_in_a_patch_over_the_chosen_keypo
     sx0, sy0, sx1, sy1 = patch.src_xyxy
     np.testing.assert_array_equal(out[y0:y1, x0:x1], image[sy0:sy1, sx0:sx1])
     # The source is background: no keypoint lies in it.
-    assert not ((kpts[:, 0] >= sx0) & (kpts[:, 0] < sx1) & (kpts[:, 1] >= sy0) & (kpts[:, 1] < sy1)).any()
+    assert not (
+        (kpts[:, 0] >= sx0) & (kpts[:, 0] < sx1) & (kpts[:, 1] >= sy0) & (kpts[:, 1] < sy1)
+    ).any()
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -98,7 +102,9 @@ def test_flip_swaps_left_and_right_labels() -> None:
     image[0, int(left[1]), int(left[0])] = 1.0  # marker 1 at the left wrist
     image[0, int(right[1]), int(right[0])] = 2.0  # marker 2 at the right wrist
     kpts = _person({"left_wrist": left, "right_wrist": right})[None]
-    affine = augmentation_affine(AugmentParams(scale=1.0, rotation_deg=0.0, flip=True), (height, width))
+    affine = augmentation_affine(
+        AugmentParams(scale=1.0, rotation_deg=0.0, flip=True), (height, width)
+    )
     flipped = warp_crops([image], np.zeros(1, dtype=int), affine[None], (height, width))[0, 0]
     moved = transform_keypoints(affine, kpts, flipped=True, out_hw=(height, width))[0]
     lx, ly = moved[IDX["left_wrist"], :2]
@@ -141,4 +147,6 @@ def test_compose_and_box_transform() -> None:
     composed = compose_affines(a, b)
     np.testing.assert_allclose(pts @ composed[:, :2].T + composed[:, 2], step, atol=1e-9)
     flip = augmentation_affine(AugmentParams(1.0, 0.0, True), (30, 40))
-    np.testing.assert_allclose(transform_boxes(flip, np.array([[2.0, 3.0, 10.0, 20.0]])), [[29.0, 3.0, 37.0, 20.0]])
+    np.testing.assert_allclose(
+        transform_boxes(flip, np.array([[2.0, 3.0, 10.0, 20.0]])), [[29.0, 3.0, 37.0, 20.0]]
+    )

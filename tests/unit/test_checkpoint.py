@@ -10,9 +10,15 @@ import torch
 
 from model.checkpoint import CheckpointError, build_model, load_checkpoint, save_checkpoint
 from model.refine_net import PoseRefinementNet
-from schemas.model import coarse_preset, refiner_preset
+from model.train import train
+from schemas.model import RefinerConfig, coarse_preset, refiner_preset
 
-RECORD = {"steps": 3, "losses": {"total": 0.5}, "loss_history": [[1, 0.9], [3, 0.5]], "dataset": "unit"}
+RECORD = {
+    "steps": 3,
+    "losses": {"total": 0.5},
+    "loss_history": [[1, 0.9], [3, 0.5]],
+    "dataset": "unit",
+}
 
 
 class Payload:
@@ -22,7 +28,7 @@ class Payload:
         self.value = 1
 
 
-def _tiny_refiner() -> tuple[PoseRefinementNet, object]:
+def _tiny_refiner() -> tuple[PoseRefinementNet, RefinerConfig]:
     torch.manual_seed(0)
     cfg = refiner_preset("tiny")
     return PoseRefinementNet(cfg), cfg
@@ -57,7 +63,9 @@ def test_a_pickled_object_is_refused_with_a_clear_error(tmp_path: Path) -> None:
          "state_dict": model.state_dict(), "record": {"x": Payload()}},
         path,
     )  # fmt: skip
-    with pytest.raises(CheckpointError, match=r"evil\.pt: refused.*tensors and primitives.*Payload"):
+    with pytest.raises(
+        CheckpointError, match=r"evil\.pt: refused.*tensors and primitives.*Payload"
+    ):
         load_checkpoint(path, "refiner")
     whole_model = tmp_path / "model.pt"
     torch.save(model, whole_model)  # a pickled nn.Module, the classic unsafe checkpoint
@@ -81,7 +89,9 @@ def test_wrong_kind_missing_keys_and_mismatched_config_are_refused(tmp_path: Pat
     payload = torch.load(path, weights_only=True)
     payload["config"]["channels"] = 16  # the weights were made for 32 channels
     torch.save(payload, other)
-    with pytest.raises(CheckpointError, match=r"other\.pt: state dict does not match its refiner config"):
+    with pytest.raises(
+        CheckpointError, match=r"other\.pt: state dict does not match its refiner config"
+    ):
         load_checkpoint(other, "refiner")
 
     payload["config"]["channels"] = -1
@@ -98,5 +108,36 @@ def test_saving_refuses_records_that_would_need_pickle(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="Payload"):
         save_checkpoint(tmp_path / "x.pt", "refiner", model, cfg, {"obj": Payload()})
     with pytest.raises(TypeError, match="OrderedDict"):
-        save_checkpoint(tmp_path / "x.pt", "refiner", model, cfg, {"d": collections.OrderedDict(a=1)})
+        save_checkpoint(
+            tmp_path / "x.pt", "refiner", model, cfg, {"d": collections.OrderedDict(a=1)}
+        )
     assert not (tmp_path / "x.pt").exists()
+
+
+def _random_refiner_items(cfg: RefinerConfig, count: int) -> list[dict[str, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(0)
+    height, width = cfg.input_hw
+    items = []
+    for _ in range(count):
+        item = {"crop": torch.randn(3, height, width, generator=gen), "weight": torch.ones(17)}
+        for s in cfg.supervision_strides:
+            item[f"heatmaps_s{s}"] = torch.rand(17, height // s, width // s, generator=gen)
+        items.append(item)
+    return items
+
+
+def test_training_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    cfg = refiner_preset("tiny").model_copy(update={"batch_size": 2})
+    items = _random_refiner_items(cfg, 2)
+    path = tmp_path / "run.pt"
+    first = train("refiner", cfg, items, 2, path, log_every=1)
+    assert first["steps"] == 2 and len(first["loss_history"]) == 2
+    resumed = train("refiner", cfg, items, 3, path, log_every=1)
+    assert resumed["steps"] == 3
+    assert [step for step, _ in resumed["loss_history"]] == [1, 2, 3]
+    assert resumed["first_losses"] == first["first_losses"]
+    payload = torch.load(path, weights_only=True)
+    assert payload["optimizer"]["state"], "the optimiser state travels with the checkpoint"
+    other = cfg.model_copy(update={"alpha2": 0.25})
+    with pytest.raises(CheckpointError, match="cannot resume"):
+        train("refiner", other, items, 4, path)

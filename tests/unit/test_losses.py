@@ -43,7 +43,9 @@ def test_structure_aware_loss_is_mean_per_keypoint_l2_without_neighbour_weight()
     target = torch.rand(2, NUM_KEYPOINTS, 8, 6, generator=gen)
     weight = (torch.rand(2, NUM_KEYPOINTS, generator=gen) > 0.3).float()
     expected = (((pred - target) ** 2).mean(dim=(2, 3)) * weight).mean()
-    assert structure_aware_loss(pred, target, weight, alpha2=0.0).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert structure_aware_loss(pred, target, weight, alpha2=0.0).item() == pytest.approx(
+        expected.item(), rel=1e-6
+    )
     assert structure_aware_loss(pred, target, weight, alpha2=0.5).item() > expected.item()
 
 
@@ -59,7 +61,10 @@ def test_invisible_keypoints_do_not_count() -> None:
 def test_elbows_and_knees_get_triplets_on_the_coco_skeleton() -> None:
     neighbours = skeleton_neighbours()
     for side in ("left", "right"):
-        assert set(neighbours[IDX[f"{side}_elbow"]]) == {IDX[f"{side}_shoulder"], IDX[f"{side}_wrist"]}
+        assert set(neighbours[IDX[f"{side}_elbow"]]) == {
+            IDX[f"{side}_shoulder"],
+            IDX[f"{side}_wrist"],
+        }
         assert set(neighbours[IDX[f"{side}_knee"]]) == {IDX[f"{side}_hip"], IDX[f"{side}_ankle"]}
         assert neighbours[IDX[f"{side}_wrist"]] == (IDX[f"{side}_elbow"],)
         assert neighbours[IDX[f"{side}_ankle"]] == (IDX[f"{side}_knee"],)

@@ -60,7 +60,9 @@ def test_paper_configs_build_and_run_one_forward_pass_on_cpu() -> None:
     assert coarse_cfg.channels == refiner_cfg.channels == 256
     assert refiner_cfg.input_hw == (256, 192) and refiner_cfg.num_stacks > 1
     with torch.no_grad():
-        coarse = CoarsePoseNet(coarse_cfg).eval()(torch.randn(1, 3, coarse_cfg.input_size, coarse_cfg.input_size))
+        coarse = CoarsePoseNet(coarse_cfg).eval()(
+            torch.randn(1, 3, coarse_cfg.input_size, coarse_cfg.input_size)
+        )
         refined = PoseRefinementNet(refiner_cfg).eval()(torch.randn(1, 3, 256, 192))
     assert coarse.keypoint_heatmaps.shape == (1, 17, 128, 128)
     assert refined.heatmaps.shape == (1, 17, 64, 48)

@@ -36,7 +36,9 @@ def test_target_heatmaps_peak_exactly_at_the_keypoint_at_every_scale() -> None:
     for stride in STRIDES:
         out_hw = (CROP_HW[0] // stride, CROP_HW[1] // stride)
         coords = to_heatmap_coords(kpts_crop, stride)
-        maps = gaussian_heatmaps(coords[:, None], np.ones((3, 1)), out_hw, sigma=1.0)  # 3 persons, 1 kpt
+        maps = gaussian_heatmaps(
+            coords[:, None], np.ones((3, 1)), out_hw, sigma=1.0
+        )  # 3 persons, 1 kpt
         one_person = gaussian_heatmaps(coords[None], np.ones((1, 3)), out_hw, sigma=1.0)
         for k, (x, y) in enumerate(coords):
             row, col = divmod(int(one_person[k].argmax()), out_hw[1])
@@ -47,7 +49,9 @@ def test_target_heatmaps_peak_exactly_at_the_keypoint_at_every_scale() -> None:
 
 
 def test_heatmap_is_one_on_a_pixel_centre_and_empty_when_unlabelled() -> None:
-    maps = gaussian_heatmaps(np.array([[[3.0, 2.0], [1.0, 1.0]]]), np.array([[1.0, 0.0]]), (5, 6), sigma=1.5)
+    maps = gaussian_heatmaps(
+        np.array([[[3.0, 2.0], [1.0, 1.0]]]), np.array([[1.0, 0.0]]), (5, 6), sigma=1.5
+    )
     assert maps[0, 2, 3].item() == 1.0
     assert maps[0, 2, 4].item() == pytest.approx(np.exp(-1 / (2 * 1.5**2)))
     assert maps[1].abs().sum().item() == 0.0
@@ -96,7 +100,9 @@ def test_detection_targets_round_trip_through_decoding() -> None:
     assert targets.reg_mask.sum().item() == 2
     assert targets.centre.max().item() == 1.0
     logits = torch.where(targets.centre >= 1.0, 5.0, -5.0)[None]
-    decoded, scores = decode_proposals(logits, targets.size[None], targets.offset[None], top_k=4, stride=stride)
+    decoded, scores = decode_proposals(
+        logits, targets.size[None], targets.offset[None], top_k=4, stride=stride
+    )
     assert decoded.shape == (1, 4, 4) and scores.shape == (1, 4)
     order = np.argsort(decoded[0, :2, 0].numpy())
     np.testing.assert_allclose(decoded[0, :2].numpy()[order], boxes, atol=1e-4)

@@ -1,0 +1,130 @@
+"""``detpose train stage1|refiner``: train a network on COCO-format keypoint data."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import torch
+
+from model.checkpoint import CheckpointError
+from model.coco_dataset import RefinerDataset, Stage1Dataset, load_coco_keypoints
+from model.train import train
+from schemas.model import coarse_preset, refiner_preset
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``train`` subcommand."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train CoarsePoseNet (stage1) or the pose refinement sub-net (refiner)",
+        description="Train a DetPose network on COCO person-keypoint data. Training resumes from "
+        "--out when it holds a checkpoint of the same kind and config.",
+    )
+    parser.add_argument("network", choices=["stage1", "refiner"], help="which network to train")
+    parser.add_argument(
+        "--annotations", action="append", required=True, metavar="JSON",
+        help="COCO person_keypoints JSON (path or fsspec URI); repeat with --images for more datasets",
+    )  # fmt: skip
+    parser.add_argument(
+        "--images", action="append", required=True, metavar="URI",
+        help="image root of the matching --annotations (file_name is joined onto it)",
+    )  # fmt: skip
+    parser.add_argument("--config", choices=["tiny", "paper"], default="tiny", help="size preset")
+    parser.add_argument(
+        "--out", required=True, metavar="CKPT", help="checkpoint path or fsspec URI"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="total steps (default: the preset's)"
+    )
+    parser.add_argument(
+        "--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda[:N]'"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="override the preset's batch size"
+    )
+    parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    parser.add_argument(
+        "--no-resume", action="store_true", help="start afresh even if --out exists"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="initialisation and sampling seed")
+    parser.add_argument("--log-every", type=int, default=10, help="log mean losses every N steps")
+    parser.add_argument(
+        "--save-every", type=int, default=200, help="write the checkpoint every N steps"
+    )
+    parser.set_defaults(func=run_train)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"got {name!r} for --device but CUDA is not available; use 'cpu' or 'auto'"
+        )
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"got {name!r} for --device; expected 'auto', 'cpu' or 'cuda[:N]'"
+        ) from exc
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run ``detpose train``; returns the exit status."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+    if len(args.annotations) != len(args.images):
+        logger.error(
+            "got %d --annotations but %d --images; give one image root per annotation file",
+            len(args.annotations), len(args.images),
+        )  # fmt: skip
+        return 2
+    for flag in ("steps", "batch_size", "log_every", "save_every"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            logger.error(
+                "got %d for --%s; expected a positive integer", value, flag.replace("_", "-")
+            )
+            return 2
+    try:
+        device = _device(args.device)
+        records = [
+            rec
+            for annotations, images in zip(args.annotations, args.images, strict=True)
+            for rec in load_coco_keypoints(annotations, images)
+        ]
+        cfg = (
+            coarse_preset(args.config) if args.network == "stage1" else refiner_preset(args.config)
+        )
+        if args.batch_size is not None:
+            cfg = cfg.model_validate({**cfg.model_dump(), "batch_size": args.batch_size})
+        dataset_type = Stage1Dataset if args.network == "stage1" else RefinerDataset
+        dataset = dataset_type(records, cfg, augment=not args.no_augment, seed=args.seed)  # type: ignore[arg-type]
+        steps = args.steps if args.steps is not None else cfg.default_steps
+        logger.info(
+            "training %s (%s) on %d images / %d samples for %d steps on %s",
+            args.network, args.config, len(records), len(dataset), steps, device,
+        )  # fmt: skip
+        described = "; ".join(
+            f"{a} (images: {i})" for a, i in zip(args.annotations, args.images, strict=True)
+        )
+        record = train(
+            args.network, cfg, dataset, steps, args.out, device=device, resume=not args.no_resume,
+            seed=args.seed, log_every=args.log_every, save_every=args.save_every, data_description=described,
+        )  # fmt: skip
+    except (OSError, ValueError) as exc:  # CheckpointError is a ValueError
+        kind = "checkpoint" if isinstance(exc, CheckpointError) else type(exc).__name__
+        logger.error("training failed (%s): %s", kind, exc)
+        return 1
+    losses = record.get("losses", {})
+    logger.info(
+        "done: %d steps in %.0f s; loss %.4g -> %.4g; checkpoint %s",
+        record["steps"], record["seconds"], record.get("first_losses", {}).get("total", float("nan")),
+        losses.get("total", float("nan")), args.out,
+    )  # fmt: skip
+    return 0

@@ -1,0 +1,94 @@
+"""Cluster path: a real `ray start --head` on loopback, `detpose submit`, status and logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT, _free_port
+from tests.e2e.test_resilience import cli_command, cli_env, write_images
+
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+@pytest.fixture
+def ray_head() -> Iterator[str]:
+    """A Ray head node on loopback with the Jobs API; yields the dashboard URL."""
+    port, dashboard_port = _free_port(), _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="dpray-", dir="/tmp")  # short: Ray's socket paths are capped
+    head = subprocess.Popen(
+        [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--num-cpus=8",
+         "--disable-usage-stats", f"--temp-dir={temp_dir}"],
+        # The job's `python` must be the one with DetPose's dependencies, as on a real cluster.
+        env={**cli_env(), "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{dashboard_port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url + "/api/version", timeout=2)
+            break
+        except urllib.error.HTTPError:  # answering, if only to ask for the auth token
+            break
+        except Exception:
+            if head.poll() is not None or time.monotonic() > deadline:
+                os.killpg(head.pid, signal.SIGKILL)
+                pytest.fail("the Ray head did not start")
+            time.sleep(0.5)
+    yield url
+    os.killpg(head.pid, signal.SIGTERM)
+    try:
+        head.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
+
+
+def detpose(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(cli_command(*args), env=cli_env(), cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_submit_poll_and_read_outputs(ray_head, tmp_path):
+    images = tmp_path / "images"
+    write_images(images, 5)
+    spec = tmp_path / "job.yaml"
+    spec.write_text(f"job_id: on-cluster\ninputs: ['{images}']\noutput: '{tmp_path / 'out'}'\n")
+
+    submitted = detpose("submit", "--address", ray_head, "--spec", str(spec), "--wait",
+                        "--timeout", "600", "--poll-interval", "1", cwd=tmp_path)
+    assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+    assert "SUCCEEDED" in submitted.stdout
+
+    stats = json.loads((tmp_path / "out" / "on-cluster" / "stats.json").read_text())
+    assert stats["images_in"] == stats["images_ok"] == 5
+    assert list((tmp_path / "out" / "on-cluster" / "annotations").rglob("*.parquet"))
+
+    status = detpose("status", "on-cluster", "--address", ray_head, cwd=tmp_path, timeout=120)
+    assert status.returncode == 0 and "SUCCEEDED" in status.stdout, status.stderr
+    logs = detpose("logs", "on-cluster", "--address", ray_head, cwd=tmp_path, timeout=120)
+    assert logs.returncode == 0 and "5 images (5 ok, 0 errors" in logs.stdout
+
+
+def test_submit_refuses_inline_credentials(tmp_path):
+    spec = tmp_path / "job.yaml"
+    spec.write_text(
+        "inputs: [s3://b/p/]\noutput: s3://b/o\n"
+        "storage: {access_key_id: AKIASECRET, secret_access_key: hunter2}\n"
+    )
+    result = detpose("submit", "--address", "http://127.0.0.1:9", "--spec", str(spec), cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert "must not carry credentials" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout and "AKIASECRET" not in result.stderr
