@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jobs import cluster_cmd, train_cmd
+from jobs import bench_cmd, cluster_cmd, train_cmd
 from jobs.cluster_cmd import ClusterError
 from schemas.spec import JobSpec, SpecError
 
@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _run_parser(subparsers)
-    for module in (cluster_cmd, train_cmd):
+    for module in (cluster_cmd, train_cmd, bench_cmd):
         module.register(subparsers)
     return parser
 
