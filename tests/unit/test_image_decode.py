@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import fsspec
+import fsspec.implementations.memory
 import numpy as np
 import pytest
 from PIL import Image
@@ -93,3 +94,43 @@ def test_missing_and_oversized_objects(tmp_path):
     result = fetch_and_decode(fs, str(big), DecodeSpec(max_bytes=1024))
     assert result.kind == "too_large"
     assert fetch_and_decode(fs, str(tmp_path), SPEC).kind in ("unsupported", "unreadable")
+
+
+class FlakyMemoryFS(fsspec.implementations.memory.MemoryFileSystem):
+    """A real in-memory filesystem whose first ``failures`` reads fail like a dropped connection."""
+
+    def __init__(self, failures: int, error: type[Exception] = ConnectionError):
+        super().__init__()
+        self.failures, self.error, self.calls = failures, error, 0
+
+    def _open(self, path, mode="rb", **kwargs):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error("connection reset by peer")
+        return super()._open(path, mode, **kwargs)
+
+
+def _flaky_fs_with_image(failures: int, error: type[Exception] = ConnectionError) -> FlakyMemoryFS:
+    fs = FlakyMemoryFS(0, error)
+    fs.pipe("/bucket/a.jpg", encode(Image.new("RGB", (8, 6)), "JPEG"))
+    fs.failures, fs.calls = failures, 0
+    return fs
+
+
+def test_transient_storage_errors_are_retried_with_backoff():
+    fs = _flaky_fs_with_image(failures=2)
+    result = fetch_and_decode(fs, "/bucket/a.jpg", DecodeSpec(retries=3, retry_backoff_s=0.0))
+    assert isinstance(result, DecodedImage) and fs.calls == 3
+
+
+def test_storage_errors_become_error_rows_once_retries_run_out():
+    fs = _flaky_fs_with_image(failures=10)
+    result = fetch_and_decode(fs, "/bucket/a.jpg", DecodeSpec(retries=2, retry_backoff_s=0.0))
+    assert isinstance(result, ImageError) and result.kind == "storage"
+    assert fs.calls == 3 and "connection reset" in result.message
+
+
+def test_permanent_errors_are_not_retried():
+    fs = _flaky_fs_with_image(failures=10, error=PermissionError)
+    result = fetch_and_decode(fs, "/bucket/a.jpg", DecodeSpec(retries=5, retry_backoff_s=0.0))
+    assert result.kind == "storage" and "access denied" in result.message and fs.calls == 1
