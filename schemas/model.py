@@ -30,7 +30,10 @@ class _TrainingFields(BaseModel):
         0.6, ge=0.0, le=1.0, description="Probability that a sample is rotated at all."
     )
     scale_jitter: float = Field(
-        0.25, ge=0.0, lt=1.0, description="Zoom factors are drawn uniformly in [1 - this, 1 + this]."
+        0.25,
+        ge=0.0,
+        lt=1.0,
+        description="Zoom factors are drawn uniformly in [1 - this, 1 + this].",
     )
     learning_rate: float = Field(1e-3, gt=0.0, le=1.0, description="Adam learning rate.")
     lr_drop_at: float = Field(
@@ -70,7 +73,10 @@ class CoarseNetConfig(_TrainingFields):
         1.5, gt=0.0, le=16.0, description="Std of the keypoint target Gaussians, in output pixels."
     )
     paf_width: float = Field(
-        1.0, gt=0.0, le=16.0, description="Half-width of a limb in the PAF targets, in output pixels."
+        1.0,
+        gt=0.0,
+        le=16.0,
+        description="Half-width of a limb in the PAF targets, in output pixels.",
     )
     det_loss_weight: float = Field(
         1.0, ge=0.0, description="Weight of L_det in the proposal loss L_p = w*L_det + L_kpt."
@@ -86,9 +92,7 @@ class CoarseNetConfig(_TrainingFields):
         ge=0.0,
         description="Weight of the keypoint-heatmap MSE inside L_kpt (MSE of sparse maps is tiny).",
     )
-    paf_loss_weight: float = Field(
-        10.0, ge=0.0, description="Weight of the PAF MSE inside L_kpt."
-    )
+    paf_loss_weight: float = Field(10.0, ge=0.0, description="Weight of the PAF MSE inside L_kpt.")
 
     @model_validator(mode="after")
     def _input_fits_hourglass(self) -> CoarseNetConfig:
@@ -170,7 +174,9 @@ class RefinerConfig(_TrainingFields):
             raise ValueError(
                 f"supervision_strides {strides} must end with stride {self.stride} (the final scale)"
             )
-        if any(s not in valid for s in strides) or list(strides) != sorted(set(strides), reverse=True):
+        if any(s not in valid for s in strides) or list(strides) != sorted(
+            set(strides), reverse=True
+        ):
             raise ValueError(
                 f"supervision_strides {strides} must be distinct, decreasing and drawn from "
                 f"{sorted(valid, reverse=True)} (stride * 2**k for k <= hourglass_depth)"
@@ -240,12 +246,16 @@ _REFINER_PRESETS: dict[str, dict] = {
 def coarse_preset(name: PresetName) -> CoarseNetConfig:
     """The stage-1 config called ``name`` (``tiny`` or ``paper``)."""
     if name not in _COARSE_PRESETS:
-        raise ValueError(f"got {name!r} for the stage-1 preset; expected one of {sorted(_COARSE_PRESETS)}")
+        raise ValueError(
+            f"got {name!r} for the stage-1 preset; expected one of {sorted(_COARSE_PRESETS)}"
+        )
     return CoarseNetConfig(**_COARSE_PRESETS[name])
 
 
 def refiner_preset(name: PresetName) -> RefinerConfig:
     """The refiner config called ``name`` (``tiny`` or ``paper``)."""
     if name not in _REFINER_PRESETS:
-        raise ValueError(f"got {name!r} for the refiner preset; expected one of {sorted(_REFINER_PRESETS)}")
+        raise ValueError(
+            f"got {name!r} for the refiner preset; expected one of {sorted(_REFINER_PRESETS)}"
+        )
     return RefinerConfig(**_REFINER_PRESETS[name])

@@ -1,0 +1,198 @@
+"""Checkpoints: a state dict plus the config that built the model, and a training record.
+
+A checkpoint file is ``torch.save`` of a dict holding only tensors and primitives::
+
+    {"format": 1, "kind": "stage1" | "refiner", "config": {...}, "state_dict": {...},
+     "record": {...}, "optimizer": {...} (optional, for resuming)}
+
+It is always read with ``torch.load(weights_only=True)``: nothing pickled is trusted.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any, Literal
+
+import fsspec
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from model.coarse_net import CoarsePoseNet
+from model.refine_net import PoseRefinementNet
+from schemas.model import CoarseNetConfig, RefinerConfig
+
+CheckpointKind = Literal["stage1", "refiner"]
+CHECKPOINT_FORMAT = 1
+_REQUIRED_KEYS = ("format", "kind", "config", "state_dict", "record")
+_CONFIG_TYPES: dict[str, type[CoarseNetConfig] | type[RefinerConfig]] = {
+    "stage1": CoarseNetConfig,
+    "refiner": RefinerConfig,
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and the problem."""
+
+
+def build_model(kind: CheckpointKind, config: CoarseNetConfig | RefinerConfig) -> nn.Module:
+    """The network of ``kind`` for ``config``."""
+    if kind == "stage1" and isinstance(config, CoarseNetConfig):
+        return CoarsePoseNet(config)
+    if kind == "refiner" and isinstance(config, RefinerConfig):
+        return PoseRefinementNet(config)
+    raise ValueError(
+        f"got kind {kind!r} with a {type(config).__name__}; expected stage1/CoarseNetConfig or refiner/RefinerConfig"
+    )
+
+
+def _check_primitive(value: Any, where: str) -> None:
+    """Refuse anything ``torch.load(weights_only=True)`` would not read back."""
+    # Exact types: subclasses (e.g. torch's TorchVersion str) are pickled as globals.
+    if value is None or type(value) in (bool, int, float, str) or isinstance(value, torch.Tensor):
+        return
+    if type(value) in (list, tuple):
+        for i, item in enumerate(value):
+            _check_primitive(item, f"{where}[{i}]")
+        return
+    if type(value) is dict:
+        for key, item in value.items():
+            if type(key) not in (str, int):
+                raise TypeError(
+                    f"{where} has a key of type {type(key).__name__}; keys must be str or int"
+                )
+            _check_primitive(item, f"{where}[{key!r}]")
+        return
+    raise TypeError(
+        f"{where} holds a {type(value).__name__}; a checkpoint stores only tensors and primitives"
+    )
+
+
+def save_checkpoint(
+    path_or_uri: str | os.PathLike,
+    kind: CheckpointKind,
+    model: nn.Module,
+    config: CoarseNetConfig | RefinerConfig,
+    record: dict[str, Any],
+    optimizer_state: dict[str, Any] | None = None,
+) -> None:
+    """Write a checkpoint (local path or fsspec URI); local files are replaced atomically.
+
+    Args:
+        path_or_uri: destination.
+        kind: ``stage1`` or ``refiner``.
+        model: the network; its state dict is saved on CPU.
+        config: the config that built ``model``.
+        record: training record of primitives (steps, losses, time, versions, data).
+        optimizer_state: optional optimiser state dict, for resuming.
+    """
+    if kind not in _CONFIG_TYPES or not isinstance(config, _CONFIG_TYPES[kind]):
+        raise ValueError(f"got kind {kind!r} with a {type(config).__name__}")
+    payload: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "kind": kind,
+        "config": config.model_dump(mode="json"),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "record": record,
+    }
+    if optimizer_state is not None:
+        payload["optimizer"] = optimizer_state
+    _check_primitive(payload, "checkpoint")
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    target = os.fspath(path_or_uri)
+    if "://" in target:
+        with fsspec.open(target, "wb") as f:
+            f.write(buffer.getvalue())
+        return
+    directory = os.path.dirname(os.path.abspath(target))
+    os.makedirs(directory, exist_ok=True)
+    tmp = f"{target}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(buffer.getvalue())
+    os.replace(tmp, target)
+
+
+def _load_failure_reason(exc: Exception) -> str:
+    """The informative line of a ``torch.load`` error (e.g. the pickled global it refused)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "Unsupported global" in line or "Unsupported operand" in line:
+            return line.removeprefix("WeightsUnpickler error: ")
+    return lines[0] if lines else type(exc).__name__
+
+
+def read_checkpoint_dict(
+    path_or_uri: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """The raw checkpoint dict, read with ``weights_only=True`` and checked for its keys.
+
+    Raises:
+        CheckpointError: unreadable, holds pickled objects, or lacks required keys.
+    """
+    name = os.fspath(path_or_uri)
+    try:
+        with fsspec.open(name, "rb") as f:
+            data = f.read()
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{name}: cannot read checkpoint ({exc})") from exc
+    try:
+        payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for untrusted input
+        raise CheckpointError(
+            f"{name}: refused; it is not a checkpoint of tensors and primitives only, so it is "
+            f"not loaded (torch.load(weights_only=True): {_load_failure_reason(exc)})"
+        ) from exc
+    if not isinstance(payload, dict):
+        raise CheckpointError(
+            f"{name}: refused; holds a {type(payload).__name__}, expected a checkpoint dict"
+        )
+    missing = [k for k in _REQUIRED_KEYS if k not in payload]
+    if missing:
+        raise CheckpointError(f"{name}: not a DetPose checkpoint, missing keys {missing}")
+    if payload["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{name}: checkpoint format {payload['format']!r}; this DetPose reads {CHECKPOINT_FORMAT}"
+        )
+    return payload
+
+
+def load_checkpoint(
+    path_or_uri: str | os.PathLike, kind: CheckpointKind, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, CoarseNetConfig | RefinerConfig, dict[str, Any]]:
+    """Rebuild a network from a checkpoint.
+
+    Args:
+        path_or_uri: local path or fsspec URI.
+        kind: the expected kind, ``stage1`` or ``refiner``.
+        map_location: where tensors are loaded.
+
+    Returns:
+        ``(model in eval mode, config, record)``.
+
+    Raises:
+        CheckpointError: unreadable, pickled objects, wrong kind, missing keys, invalid config,
+            or a state dict that does not fit the config.
+    """
+    name = os.fspath(path_or_uri)
+    if kind not in _CONFIG_TYPES:
+        raise CheckpointError(f"{name}: got kind {kind!r}; expected 'stage1' or 'refiner'")
+    payload = read_checkpoint_dict(name, map_location)
+    if payload["kind"] != kind:
+        raise CheckpointError(f"{name}: holds a {payload['kind']!r} checkpoint, expected {kind!r}")
+    try:
+        config = _CONFIG_TYPES[kind].model_validate(payload["config"])
+    except ValidationError as exc:
+        raise CheckpointError(f"{name}: invalid {kind} config: {exc}") from exc
+    model = build_model(kind, config)
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except (RuntimeError, TypeError) as exc:
+        raise CheckpointError(
+            f"{name}: state dict does not match its {kind} config: {str(exc).splitlines()[0]}"
+        ) from exc
+    model.to(map_location)
+    model.eval()
+    record = payload["record"] if isinstance(payload["record"], dict) else {}
+    return model, config, record
