@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO_ROOT
+
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 # Fake credentials for the loopback S3 server. Set before Ray starts so its workers inherit them.

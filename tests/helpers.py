@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def synthetic_jpeg(seed: int, size: tuple[int, int] = (160, 120)) -> bytes:
@@ -55,3 +61,28 @@ def corrupt_objects() -> dict[str, tuple[bytes, str]]:
         "text_file.jpg": (b"name,age\nalice,3\n", "unreadable"),
         "bomb_40000x40000.png": (png_claiming_size(40000, 40000), "too_large"),
     }
+
+
+def write_images(folder: Path, count: int) -> None:
+    """``count`` synthetic JPEGs named ``img_NNN.jpg`` in a new ``folder``."""
+    folder.mkdir(parents=True)
+    for i in range(count):
+        (folder / f"img_{i:03d}.jpg").write_bytes(synthetic_jpeg(i))
+
+
+def cli_command(*args: str) -> list[str]:
+    """The ``detpose`` command line, run with this interpreter."""
+    return [sys.executable, "-m", "jobs.cli", *args]
+
+
+def cli_env() -> dict[str, str]:
+    """The environment a user's shell would give ``detpose``: no cluster address, repo importable."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return {**env, "PYTHONPATH": str(REPO_ROOT)}
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run ``detpose ARGS`` to completion, capturing its output."""
+    return subprocess.run(
+        cli_command(*args), env=cli_env(), cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )

@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pyarrow.dataset as pds
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT, run_cli
 
 SAMPLES = REPO_ROOT / "jobs" / "samples"
 
 
-def detpose(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.run(
-        [sys.executable, "-m", "jobs.cli", *args],
-        cwd=cwd, env={**env, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=900,
-    )
-
-
 def test_default_run_writes_the_documented_layout(tmp_path):
-    result = detpose("run", "--output", str(tmp_path / "out"), "--job-id", "demo",
+    result = run_cli("run", "--output", str(tmp_path / "out"), "--job-id", "demo",
                      "--no-progress-timeout", "300", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     root = tmp_path / "out" / "demo"
@@ -41,6 +29,6 @@ def test_default_run_writes_the_documented_layout(tmp_path):
 def test_bad_spec_fails_with_a_message_naming_the_field(tmp_path):
     spec = tmp_path / "job.yaml"
     spec.write_text("inputs: [/tmp/x]\noutput: /tmp/o\nstage1: {batch_size: 0}\n")
-    result = detpose("run", "--spec", str(spec), cwd=tmp_path)
+    result = run_cli("run", "--spec", str(spec), cwd=tmp_path)
     assert result.returncode == 2
     assert "stage1.batch_size" in result.stderr

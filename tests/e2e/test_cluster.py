@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, _free_port
-from tests.e2e.test_resilience import cli_command, cli_env, write_images
+from tests.conftest import _free_port
+from tests.helpers import cli_env, run_cli, write_images
 
 RAY = str(Path(sys.executable).parent / "ray")
 
@@ -56,18 +56,13 @@ def ray_head() -> Iterator[str]:
         os.killpg(head.pid, signal.SIGKILL)
 
 
-def detpose(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(cli_command(*args), env=cli_env(), cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
-
-
 def test_submit_poll_and_read_outputs(ray_head, tmp_path):
     images = tmp_path / "images"
     write_images(images, 5)
     spec = tmp_path / "job.yaml"
     spec.write_text(f"job_id: on-cluster\ninputs: ['{images}']\noutput: '{tmp_path / 'out'}'\n")
 
-    submitted = detpose("submit", "--address", ray_head, "--spec", str(spec), "--wait",
+    submitted = run_cli("submit", "--address", ray_head, "--spec", str(spec), "--wait",
                         "--timeout", "600", "--poll-interval", "1", cwd=tmp_path)
     assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
     assert "SUCCEEDED" in submitted.stdout
@@ -76,9 +71,9 @@ def test_submit_poll_and_read_outputs(ray_head, tmp_path):
     assert stats["images_in"] == stats["images_ok"] == 5
     assert list((tmp_path / "out" / "on-cluster" / "annotations").rglob("*.parquet"))
 
-    status = detpose("status", "on-cluster", "--address", ray_head, cwd=tmp_path, timeout=120)
+    status = run_cli("status", "on-cluster", "--address", ray_head, cwd=tmp_path, timeout=120)
     assert status.returncode == 0 and "SUCCEEDED" in status.stdout, status.stderr
-    logs = detpose("logs", "on-cluster", "--address", ray_head, cwd=tmp_path, timeout=120)
+    logs = run_cli("logs", "on-cluster", "--address", ray_head, cwd=tmp_path, timeout=120)
     assert logs.returncode == 0 and "5 images (5 ok, 0 errors" in logs.stdout
 
 
@@ -88,7 +83,7 @@ def test_submit_refuses_inline_credentials(tmp_path):
         "inputs: [s3://b/p/]\noutput: s3://b/o\n"
         "storage: {access_key_id: AKIASECRET, secret_access_key: hunter2}\n"
     )
-    result = detpose("submit", "--address", "http://127.0.0.1:9", "--spec", str(spec), cwd=tmp_path, timeout=120)
+    result = run_cli("submit", "--address", "http://127.0.0.1:9", "--spec", str(spec), cwd=tmp_path, timeout=120)
     assert result.returncode == 2
     assert "must not carry credentials" in result.stderr
     assert "hunter2" not in result.stderr + result.stdout and "AKIASECRET" not in result.stderr

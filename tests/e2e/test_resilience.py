@@ -6,29 +6,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pyarrow.dataset as pds
 
-from tests.conftest import REPO_ROOT
-from tests.helpers import synthetic_jpeg
-
-
-def cli_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "jobs.cli", *args]
-
-
-def cli_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return {**env, "PYTHONPATH": str(REPO_ROOT)}
-
-
-def write_images(folder: Path, count: int) -> None:
-    folder.mkdir(parents=True)
-    for i in range(count):
-        (folder / f"img_{i:03d}.jpg").write_bytes(synthetic_jpeg(i))
+from tests.helpers import cli_command, cli_env, run_cli, write_images
 
 
 def annotation_rows(root: Path) -> list[dict]:
@@ -44,8 +27,8 @@ def test_killed_job_resumes_and_ends_with_every_image_once(tmp_path):
         f"job_id: resume\ninputs: ['{images}']\noutput: '{tmp_path / 'out'}'\n"
         "stage1: {batch_size: 2}\nrefiner: {batch_size: 2}\n"
     )
-    args = cli_command("run", "--spec", str(spec), "--num-cpus", "8", "--no-progress-timeout", "300")
-    first = subprocess.Popen(args, env=cli_env(), cwd=tmp_path, start_new_session=True,
+    run_args = ("run", "--spec", str(spec), "--num-cpus", "8", "--no-progress-timeout", "300")
+    first = subprocess.Popen(cli_command(*run_args), env=cli_env(), cwd=tmp_path, start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run0 = tmp_path / "out" / "resume" / "annotations" / "run-000"
     deadline = time.monotonic() + 600
@@ -58,7 +41,7 @@ def test_killed_job_resumes_and_ends_with_every_image_once(tmp_path):
     partial = annotation_rows(tmp_path / "out" / "resume") if any(run0.glob("*.parquet")) else []
     assert 0 < len(partial) < 60, "the kill must land while the job is part-way through"
 
-    second = subprocess.run(args, env=cli_env(), cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    second = run_cli(*run_args, cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     rows = annotation_rows(tmp_path / "out" / "resume")
     uris = [r["uri"] for r in rows]
@@ -76,11 +59,8 @@ def test_model_stages_share_a_logical_gpu_without_deadlock(tmp_path):
         f"job_id: gpu\ninputs: ['{images}']\noutput: '{tmp_path / 'out'}'\n"
         "stage1: {batch_size: 2, num_gpus: 0.5}\nrefiner: {batch_size: 2, num_gpus: 0.5}\n"
     )
-    result = subprocess.run(
-        cli_command("run", "--spec", str(spec), "--num-cpus", "8", "--num-gpus", "1",
-                    "--no-progress-timeout", "240"),
-        env=cli_env(), cwd=tmp_path, capture_output=True, text=True, timeout=900,
-    )
+    result = run_cli("run", "--spec", str(spec), "--num-cpus", "8", "--num-gpus", "1",
+                     "--no-progress-timeout", "240", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     stats = json.loads((tmp_path / "out" / "gpu" / "stats.json").read_text())
     assert stats["images_ok"] == 6
