@@ -57,6 +57,19 @@ def synthetic_corpus(folder: Path, count: int, seed: int = 0) -> list[str]:
     return paths
 
 
+def _pss_bytes(proc: Any) -> int:
+    """Proportional set size: shared pages (Ray's object store) split among their users.
+
+    Reads Linux's cheap ``smaps_rollup``; elsewhere falls back to psutil's full scan.
+    """
+    rollup = Path(f"/proc/{proc.pid}/smaps_rollup")
+    if rollup.exists():
+        for line in rollup.read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    return int(proc.memory_full_info().pss)
+
+
 class MemorySampler:
     """Samples the summed PSS of a process tree every ``interval_s``; keeps the peak."""
 
@@ -76,8 +89,13 @@ class MemorySampler:
         total = 0
         for proc in [self._root, *self._root.children(recursive=True)]:
             try:
-                total += proc.memory_full_info().pss
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                total += _pss_bytes(proc)
+            except (
+                psutil.NoSuchProcess,
+                psutil.AccessDenied,
+                FileNotFoundError,
+                ProcessLookupError,
+            ):
                 continue
         return total
 
@@ -98,7 +116,9 @@ class MemorySampler:
         self._thread.join(timeout=10)
 
 
-def run_streaming_job(images: list[str], workdir: Path, job_id: str, num_cpus: int) -> dict[str, Any]:
+def run_streaming_job(
+    images: list[str], workdir: Path, job_id: str, num_cpus: int
+) -> dict[str, Any]:
     """Run one job in a fresh process (its own local Ray) and sample its memory tree."""
     manifest = workdir / f"{job_id}.txt"
     manifest.write_text("\n".join(images) + "\n")
@@ -109,7 +129,9 @@ def run_streaming_job(images: list[str], workdir: Path, job_id: str, num_cpus: i
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     with MemorySampler(proc.pid) as sampler:
         output, _ = proc.communicate()
     wall = time.perf_counter() - started
@@ -126,7 +148,11 @@ def run_streaming_job(images: list[str], workdir: Path, job_id: str, num_cpus: i
         "persons": stats["persons"],
         "refinement_runs_per_person": round(stats["refinement_runs_per_person"], 3),
         "stages": [
-            {"name": s["name"], "busy_s": round(s["busy_s"], 2), "rows_per_s": round(s["rows_per_s"], 2)}
+            {
+                "name": s["name"],
+                "busy_s": round(s["busy_s"], 2),
+                "rows_per_s": round(s["rows_per_s"], 2),
+            }
             for s in stats["stages"]
         ],
         "weights": stats["weights"],
@@ -164,7 +190,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     run_streaming_job(images[:size], Path(tmp), f"bench-{size}", args.num_cpus)
                 )
         small, large = results["streaming"][0], results["streaming"][-1]
-        results["memory_ratio_largest_vs_smallest"] = round(large["peak_pss_mib"] / small["peak_pss_mib"], 3)
+        results["memory_ratio_largest_vs_smallest"] = round(
+            large["peak_pss_mib"] / small["peak_pss_mib"], 3
+        )
     path = out_dir / "results.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
@@ -173,7 +201,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("bench", help="measure the filter and the streaming job; write bench/results.json")
+    p = subparsers.add_parser(
+        "bench", help="measure the filter and the streaming job; write bench/results.json"
+    )
     p.add_argument("--output", default="bench", help="folder for results.json (default ./bench)")
     p.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES), help="corpus sizes")
     p.add_argument("--corpus", help="folder for the synthetic images (default OUTPUT/corpus)")

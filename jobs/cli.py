@@ -11,7 +11,7 @@ from typing import Any
 
 from jobs import bench_cmd, cluster_cmd, train_cmd
 from jobs.cluster_cmd import ClusterError
-from schemas.spec import JobSpec, SpecError
+from schemas.spec import JobSpec, SpecError, load_yaml_mapping
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 LOCAL_CPU_OVERSUBSCRIPTION = 4
@@ -76,14 +76,7 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
         overrides["job_id"] = args.job_id
     if args.device:
         overrides["device"] = args.device
-    if args.spec:
-        import yaml
-
-        data = yaml.safe_load(Path(args.spec).read_text(encoding="utf-8")) or {}
-        if not isinstance(data, dict):
-            raise SpecError(f"{args.spec}: expected a mapping of fields at the top level")
-    else:
-        data = {}
+    data = load_yaml_mapping(args.spec) if args.spec else {}
     data.update(overrides)
     if args.filter:
         data["filter"] = {**(data.get("filter") or {}), "mode": args.filter}
@@ -108,7 +101,9 @@ def init_ray(num_cpus: int | None, num_gpus: float | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(logging_level=logging.WARNING)
         return
-    cpus = num_cpus or max(MIN_LOCAL_LOGICAL_CPUS, LOCAL_CPU_OVERSUBSCRIPTION * (os.cpu_count() or 1))
+    cpus = num_cpus or max(
+        MIN_LOCAL_LOGICAL_CPUS, LOCAL_CPU_OVERSUBSCRIPTION * (os.cpu_count() or 1)
+    )
     # address="local": never attach by accident to another cluster running on this machine.
     ray.init(
         address="local",
@@ -134,7 +129,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     for warning in stats.warnings:
         print(f"WARNING: {warning}", file=sys.stderr)
     paths = JobPaths.for_spec(spec)
-    print(f"detpose: weights: stage 1 {stats.weights.get('stage1')}, refiner {stats.weights.get('refiner')}")
+    print(
+        f"detpose: weights: stage 1 {stats.weights.get('stage1')}, refiner {stats.weights.get('refiner')}"
+    )
     print(f"detpose: {stats.summary_line()}")
     if stats.errors_by_kind:
         print(f"detpose: errors by kind: {stats.errors_by_kind}")

@@ -30,7 +30,11 @@ class ClusterError(RuntimeError):
 
 
 def default_address() -> str:
-    return os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("DETPOSE_RAY_DASHBOARD") or DEFAULT_ADDRESS
+    return (
+        os.environ.get("RAY_API_SERVER_ADDRESS")
+        or os.environ.get("DETPOSE_RAY_DASHBOARD")
+        or DEFAULT_ADDRESS
+    )
 
 
 def _token_available() -> bool:
@@ -58,7 +62,9 @@ def jobs_client(address: str) -> Any:
                 "copy the head node's ~/.ray/auth_token here, or set RAY_AUTH_TOKEN_PATH or "
                 "RAY_AUTH_TOKEN (and RAY_AUTH_MODE=token)"
             ) from None
-        raise ClusterError(f"cannot reach the Ray Jobs API at {address}: {type(exc).__name__}: {text[:300]}") from None
+        raise ClusterError(
+            f"cannot reach the Ray Jobs API at {address}: {type(exc).__name__}: {text[:300]}"
+        ) from None
 
 
 def stage_working_dir(spec: JobSpec, into: Path) -> Path:
@@ -97,7 +103,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 metadata={"detpose_job_id": spec.job_id},
             )
         except Exception as exc:
-            raise ClusterError(f"submission to {args.address} failed: {type(exc).__name__}: {str(exc)[:500]}") from None
+            raise ClusterError(
+                f"submission to {args.address} failed: {type(exc).__name__}: {str(exc)[:500]}"
+            ) from None
     print(f"detpose: submitted {submission_id} to {args.address}")
     print(f"detpose: follow it with: detpose status {submission_id} --address {args.address}")
     if not args.wait:
@@ -113,7 +121,9 @@ def wait_for(client: Any, submission_id: str, timeout_s: float, poll_s: float) -
         if status in TERMINAL_EXIT:
             break
         if time.monotonic() > deadline:
-            print(f"detpose: {submission_id} still {status} after {timeout_s:.0f} s", file=sys.stderr)
+            print(
+                f"detpose: {submission_id} still {status} after {timeout_s:.0f} s", file=sys.stderr
+            )
             return 124
         time.sleep(poll_s)
     logs = client.get_job_logs(submission_id)
@@ -177,11 +187,15 @@ def register(subparsers: Any) -> None:
 
     status = subparsers.add_parser("status", help="status of a submitted job")
     _add_address(status)
-    status.add_argument("job", metavar="JOB_ID", help="submission id, or a DetPose job id (latest run)")
+    status.add_argument(
+        "job", metavar="JOB_ID", help="submission id, or a DetPose job id (latest run)"
+    )
     _add_wait(status, "wait for the job to finish")
     status.set_defaults(func=cmd_status)
 
     logs = subparsers.add_parser("logs", help="logs of a submitted job")
     _add_address(logs)
-    logs.add_argument("job", metavar="JOB_ID", help="submission id, or a DetPose job id (latest run)")
+    logs.add_argument(
+        "job", metavar="JOB_ID", help="submission id, or a DetPose job id (latest run)"
+    )
     logs.set_defaults(func=cmd_logs)

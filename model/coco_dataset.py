@@ -143,10 +143,11 @@ class _AugmentedImages(Dataset):
         records: list[CocoImage],
         cfg: CoarseNetConfig | RefinerConfig,
         augment: bool,
-        seed: int,
-        cache_images: int,
+        seed: int = 0,
+        cache_images: int = 256,
     ) -> None:
         self.records = records
+        self.cfg = cfg
         self.augment = augment
         self.rng = np.random.default_rng(seed)
         self.cache = _ImageCache(cache_images)
@@ -169,16 +170,7 @@ class Stage1Dataset(_AugmentedImages):
     ``centre [1, h, w]``, ``size [2, h, w]``, ``offset [2, h, w]``, ``reg_mask [1, h, w]``.
     """
 
-    def __init__(
-        self,
-        records: list[CocoImage],
-        cfg: CoarseNetConfig,
-        augment: bool,
-        seed: int = 0,
-        cache_images: int = 256,
-    ) -> None:
-        super().__init__(records, cfg, augment, seed, cache_images)
-        self.cfg = cfg
+    cfg: CoarseNetConfig
 
     def __len__(self) -> int:
         return len(self.records)
@@ -233,7 +225,6 @@ class RefinerDataset(_AugmentedImages):
         cache_images: int = 256,
     ) -> None:
         super().__init__(records, cfg, augment, seed, cache_images)
-        self.cfg = cfg
         self.persons = [
             (i, p)
             for i, rec in enumerate(records)

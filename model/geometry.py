@@ -108,7 +108,9 @@ def warp_crops(
         device = images[0].device if images else torch.device("cpu")
         return torch.zeros((0, channels, out_h, out_w), device=device)
     device, dtype = images[0].device, images[0].dtype
-    crop_to_img = torch.as_tensor(invert_affine(affine_img_to_crop), dtype=torch.float32, device=device)
+    crop_to_img = torch.as_tensor(
+        invert_affine(affine_img_to_crop), dtype=torch.float32, device=device
+    )
     ys, xs = torch.meshgrid(
         torch.arange(out_h, device=device, dtype=torch.float32),
         torch.arange(out_w, device=device, dtype=torch.float32),

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from model.boxes import clip_boxes
 from model.checkpoint import load_checkpoint
 from model.coarse_net import CoarsePoseNet
 from model.decode import decode_heatmaps, flip_heatmaps_back, heatmap_coords_to_image
@@ -92,7 +93,9 @@ def load_stage_model(kind: StageKind, checkpoint: str | None, device: torch.devi
     return LoadedModel(net.to(device).eval(), config, "random-init", random_init=True)
 
 
-def pose_scores(keypoint_scores: np.ndarray, floor: float = POSE_SCORE_KEYPOINT_FLOOR) -> np.ndarray:
+def pose_scores(
+    keypoint_scores: np.ndarray, floor: float = POSE_SCORE_KEYPOINT_FLOOR
+) -> np.ndarray:
     """Mean keypoint score over keypoints above ``floor`` (0 when none). ``[N, 17]`` → ``[N]``."""
     above = keypoint_scores > floor
     total = np.where(above, keypoint_scores, 0.0).sum(axis=1)
@@ -130,7 +133,9 @@ class CoarsePoseModel:
         boxes_in, box_scores = decode_proposals(
             out.centre_logits.float(), out.size.float(), out.offset.float(), self.top_k, cfg.stride
         )
-        peaks_hm = extract_peaks(out.keypoint_heatmaps.float(), self.keypoint_threshold, self.peaks_k)
+        peaks_hm = extract_peaks(
+            out.keypoint_heatmaps.float(), self.keypoint_threshold, self.peaks_k
+        )
         limb_scores = paf_limb_scores(out.pafs.float(), peaks_hm)
         boxes_in = boxes_in.cpu().numpy().astype(np.float64)
         peaks = peaks_hm.cpu().numpy().astype(np.float64)
@@ -139,9 +144,7 @@ class CoarsePoseModel:
         results = []
         for i, (image, scale) in enumerate(zip(images_rgb, scales, strict=True)):
             height, width = image.shape[:2]
-            boxes = boxes_in[i] / scale
-            boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width - 1)
-            boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height - 1)
+            boxes = clip_boxes(boxes_in[i] / scale, (width, height))
             img_peaks = peaks[i].copy()
             img_peaks[..., :2] /= scale
             img_peaks[img_peaks[..., 2] <= 0] = 0.0
@@ -192,10 +195,13 @@ class PoseRefinerModel:
         scores = pose_scores(kpts[:, :, 2]).astype(np.float32)
         bounds = np.cumsum([0, *counts])
         return [
-            RefinedPoses(kpts[a:b], scores[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+            RefinedPoses(kpts[a:b], scores[a:b])
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
         ]
 
-    def _refine(self, images_rgb: list[np.ndarray], image_index: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    def _refine(
+        self, images_rgb: list[np.ndarray], image_index: np.ndarray, boxes: np.ndarray
+    ) -> np.ndarray:
         cfg = self.loaded.config
         crops, affines = make_refiner_crops(images_rgb, image_index, boxes, cfg, self.device)
         with _autocast(self.device):
@@ -204,7 +210,9 @@ class PoseRefinerModel:
                 flipped = self.loaded.net(torch.flip(crops, dims=[3])).heatmaps.float()
                 heatmaps = (heatmaps + flip_heatmaps_back(flipped, FLIP_PAIRS)) / 2.0
         coords_hm, maxvals = decode_heatmaps(heatmaps)
-        coords_img = heatmap_coords_to_image(_numpy(coords_hm), affines, cfg.input_hw[0] / heatmaps.shape[2])
+        coords_img = heatmap_coords_to_image(
+            _numpy(coords_hm), affines, cfg.input_hw[0] / heatmaps.shape[2]
+        )
         out = np.zeros((len(boxes), NUM_KEYPOINTS, 3), dtype=np.float32)
         out[:, :, :2] = coords_img
         out[:, :, 2] = np.clip(_numpy(maxvals), 0.0, 1.0)
@@ -218,4 +226,3 @@ def _numpy(value: Any) -> np.ndarray:
 def _autocast(device: torch.device) -> Any:
     """Mixed precision on CUDA only; CPU runs in float32."""
     return torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda")
-

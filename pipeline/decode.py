@@ -74,9 +74,7 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return out
 
 
-def fetch_bytes(
-    fs: fsspec.AbstractFileSystem, path: str, spec: DecodeSpec
-) -> bytes | ImageError:
+def fetch_bytes(fs: fsspec.AbstractFileSystem, path: str, spec: DecodeSpec) -> bytes | ImageError:
     """Read an object with retries and exponential backoff on transient storage errors."""
     delay = spec.retry_backoff_s
     for attempt in range(spec.retries + 1):

@@ -48,7 +48,9 @@ def resolve_inputs(spec: JobSpec) -> Listing:
 
 def build_dataset(spec: JobSpec, uris: list[str]) -> Dataset:
     """The lazy Ray Data graph for ``uris``; nothing runs until it is written."""
-    ds = ray.data.from_items([{"uri": u} for u in uris], override_num_blocks=max(1, min(len(uris) // DECODE_BATCH, 200)))
+    ds = ray.data.from_items(
+        [{"uri": u} for u in uris], override_num_blocks=max(1, min(len(uris) // DECODE_BATCH, 200))
+    )
     ds = ds.map_batches(
         decode_batch,
         fn_kwargs={"decode": spec.decode, "storage": spec.storage},
@@ -115,12 +117,17 @@ def run_job(
     todo = [u for u in uris if u not in done]
     if done:
         logger.info(
-            "resuming job %s: %d of %d images already written", spec.job_id, len(uris) - len(todo), len(uris)
+            "resuming job %s: %d of %d images already written",
+            spec.job_id,
+            len(uris) - len(todo),
+            len(uris),
         )
     ds = None
     if todo:
         ds = build_dataset(spec, todo)
-        fs, run_path = filesystem_for(next_run_folder(paths.annotations, spec.storage), spec.storage)
+        fs, run_path = filesystem_for(
+            next_run_folder(paths.annotations, spec.storage), spec.storage
+        )
         fs.makedirs(run_path, exist_ok=True)
         with ProgressReporter(fs, run_path, len(todo), progress_interval_s):
             # OVERWRITE only ever clears this run's new folder; it lets names be deterministic.
@@ -131,15 +138,29 @@ def run_job(
         "stage1": weights_source("stage1", spec.stage1.checkpoint),
         "refiner": weights_source("refiner", spec.refiner.checkpoint),
     }
-    warnings = [f"{len(listing.skipped)} non-image file(s) under the input prefixes skipped, "
-                f"e.g. {listing.skipped[0]}"] if listing.skipped else []
+    warnings = (
+        [
+            f"{len(listing.skipped)} non-image file(s) under the input prefixes skipped, "
+            f"e.g. {listing.skipped[0]}"
+        ]
+        if listing.skipped
+        else []
+    )
     warnings += [
         f"{stage}: RANDOM weights (no checkpoint given and none bundled); poses are meaningless"
         for stage, source in weights.items()
         if source == "random-init"
     ]
     stats = build_stats(
-        spec, paths.annotations, listing, len(todo), ds, started, time.perf_counter() - t0, weights, warnings
+        spec,
+        paths.annotations,
+        listing,
+        len(todo),
+        ds,
+        started,
+        time.perf_counter() - t0,
+        weights,
+        warnings,
     )
     write_stats(stats, paths.stats_json, paths.stats_parquet, spec)
     return stats

@@ -65,8 +65,6 @@ def write_text(uri: str, text: str, storage: StorageSpec) -> None:
         fh.write(text.encode("utf-8"))
 
 
-
-
 def _parquet_files(annotations_uri: str, storage: StorageSpec) -> tuple[object, list[str]]:
     fs, path = filesystem_for(annotations_uri, storage)
     if not fs.exists(path):

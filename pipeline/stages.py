@@ -123,7 +123,13 @@ class CoarseStage:
             k = len(result.box_scores)
             boxes[i, :k], scores[i, :k] = result.boxes_xyxy, result.box_scores
             peaks[i], limbs[i] = result.peaks_xys, result.limb_scores
-        return {**batch, "prop_boxes": boxes, "prop_scores": scores, "peaks": peaks, "limb_scores": limbs}
+        return {
+            **batch,
+            "prop_boxes": boxes,
+            "prop_scores": scores,
+            "peaks": peaks,
+            "limb_scores": limbs,
+        }
 
 
 # -- stage 2: filtering (tasks) ----------------------------------------------------------------
@@ -131,7 +137,9 @@ class CoarseStage:
 
 def filter_batch(batch: Batch, spec: FilterSpec) -> Batch:
     """Algorithm 1 (or a baseline) per image; persons padded to ``spec.max_persons``."""
-    require_columns(batch, ("status", "image", "prop_boxes", "prop_scores", "peaks", "limb_scores"), "filter")
+    require_columns(
+        batch, ("status", "image", "prop_boxes", "prop_scores", "peaks", "limb_scores"), "filter"
+    )
     n, m = len(batch["status"]), spec.max_persons
     out = {
         "person_boxes": np.zeros((n, m, 4), np.float32),
@@ -158,7 +166,11 @@ def filter_batch(batch: Batch, spec: FilterSpec) -> Batch:
         out["num_persons"][i] = k
         for name, value in persons.counts.as_dict().items():
             out[f"count_{name}"][i] = value
-    keep = {k: v for k, v in batch.items() if k not in ("prop_boxes", "prop_scores", "peaks", "limb_scores")}
+    keep = {
+        k: v
+        for k, v in batch.items()
+        if k not in ("prop_boxes", "prop_scores", "peaks", "limb_scores")
+    }
     return {**keep, **out}
 
 
@@ -174,7 +186,9 @@ class RefineStage:
         self.model = PoseRefinerModel(loaded, torch_device, flip_test, max_crops)
 
     def __call__(self, batch: Batch) -> pa.Table:
-        require_columns(batch, ("status", "image", "scale", "person_boxes", "num_persons"), "stage 3")
+        require_columns(
+            batch, ("status", "image", "scale", "person_boxes", "num_persons"), "stage 3"
+        )
         ok = _ok_rows(batch)
         boxes = [batch["person_boxes"][i, : batch["num_persons"][i]] for i in ok]
         refined = self.model([batch["image"][i] for i in ok], boxes)
@@ -186,7 +200,9 @@ class RefineStage:
         return annotation_table(batch, persons, runs)
 
 
-def _person_records(batch: Batch, i: int, kpts: np.ndarray, pose_scores: np.ndarray) -> list[dict[str, Any]]:
+def _person_records(
+    batch: Batch, i: int, kpts: np.ndarray, pose_scores: np.ndarray
+) -> list[dict[str, Any]]:
     """Persons of row ``i`` in original-image pixels (the decoded copy may be smaller)."""
     scale = float(batch["scale"][i])
     records = []
@@ -206,10 +222,16 @@ def _person_records(batch: Batch, i: int, kpts: np.ndarray, pose_scores: np.ndar
     return records
 
 
-def annotation_table(batch: Batch, persons: list[list[dict[str, Any]]], runs: np.ndarray) -> pa.Table:
+def annotation_table(
+    batch: Batch, persons: list[list[dict[str, Any]]], runs: np.ndarray
+) -> pa.Table:
     """The final rows of a batch in ``ANNOTATION_SCHEMA``."""
     ok = batch["status"] == STATUS_OK
-    counts = {name: batch[f"count_{name}"].astype(np.int32) for name in COUNT_FIELDS if name != "refinement_runs"}
+    counts = {
+        name: batch[f"count_{name}"].astype(np.int32)
+        for name in COUNT_FIELDS
+        if name != "refinement_runs"
+    }
     counts["refinement_runs"] = runs
     return pa.table(
         {
@@ -218,11 +240,18 @@ def annotation_table(batch: Batch, persons: list[list[dict[str, Any]]], runs: np
             "width": pa.array(np.where(ok, batch["width"], 0).astype(np.int32), mask=~ok),
             "height": pa.array(np.where(ok, batch["height"], 0).astype(np.int32), mask=~ok),
             "status": pa.array([str(s) for s in batch["status"]]),
-            "error_kind": pa.array([None if o else str(k) for o, k in zip(ok, batch["error_kind"], strict=True)], pa.string()),
-            "error_message": pa.array([None if o else str(m) for o, m in zip(ok, batch["error_message"], strict=True)], pa.string()),
+            "error_kind": pa.array(
+                [None if o else str(k) for o, k in zip(ok, batch["error_kind"], strict=True)],
+                pa.string(),
+            ),
+            "error_message": pa.array(
+                [None if o else str(m) for o, m in zip(ok, batch["error_message"], strict=True)],
+                pa.string(),
+            ),
             "persons": pa.array(persons, ANNOTATION_SCHEMA.field("persons").type),
             "counts": pa.StructArray.from_arrays(
-                [pa.array(counts[name], pa.int32()) for name in COUNT_FIELDS], names=list(COUNT_FIELDS)
+                [pa.array(counts[name], pa.int32()) for name in COUNT_FIELDS],
+                names=list(COUNT_FIELDS),
             ),
         },
         schema=ANNOTATION_SCHEMA,

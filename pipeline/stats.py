@@ -86,9 +86,7 @@ def count_rows(table: pa.Table) -> dict[str, Any]:
     status = table.column("status")
     errors = table.filter(pc.equal(status, STATUS_ERROR)).column("error_kind").to_pylist()
     counts = table.column("counts")
-    sums = {
-        name: int(pc.sum(pc.struct_field(counts, name)).as_py() or 0) for name in COUNT_FIELDS
-    }
+    sums = {name: int(pc.sum(pc.struct_field(counts, name)).as_py() or 0) for name in COUNT_FIELDS}
     persons = int(pc.sum(pc.list_value_length(table.column("persons"))).as_py() or 0)
     return {
         "rows": table.num_rows,

@@ -33,8 +33,10 @@ def storage_options(uri: str, storage: StorageSpec) -> dict[str, Any]:
     if uri_scheme(uri) not in _S3_SCHEMES:
         return {}
     opts: dict[str, Any] = {}
-    endpoint = storage.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
-        "AWS_ENDPOINT_URL"
+    endpoint = (
+        storage.endpoint_url
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
     )
     client_kwargs: dict[str, Any] = {}
     if endpoint:
@@ -117,7 +119,9 @@ def list_inputs(inputs: Iterable[str], storage: StorageSpec) -> Listing:
             raise InputError(f"cannot list input {uri!r}: {type(exc).__name__}: {exc}") from exc
         if is_dir:
             for file_path in sorted(fs.find(path)):
-                (found if is_image_path(file_path) else skipped).append(_unstrip(fs, uri, file_path))
+                (found if is_image_path(file_path) else skipped).append(
+                    _unstrip(fs, uri, file_path)
+                )
         else:
             found.append(uri)
     return Listing(sorted(dict.fromkeys(found)), sorted(dict.fromkeys(skipped)))

@@ -67,7 +67,9 @@ class StorageSpec(BaseModel):
         description="S3-compatible endpoint, e.g. http://127.0.0.1:9000; "
         "default: $AWS_ENDPOINT_URL or AWS itself.",
     )
-    region: str | None = Field(None, description="S3 region; default: $AWS_REGION / $AWS_DEFAULT_REGION.")
+    region: str | None = Field(
+        None, description="S3 region; default: $AWS_REGION / $AWS_DEFAULT_REGION."
+    )
     anonymous: bool = Field(False, description="Read public buckets without credentials.")
     access_key_id: SecretStr | None = Field(
         None, description="Prefer $AWS_ACCESS_KEY_ID. Never written to outputs or logs."
@@ -99,7 +101,9 @@ class DecodeSpec(BaseModel):
         "'too_large' error rows instead of being decoded (decompression-bomb guard).",
     )
     max_bytes: int = Field(
-        200 * 1024 * 1024, gt=0, description="Objects larger than this become 'too_large' error rows."
+        200 * 1024 * 1024,
+        gt=0,
+        description="Objects larger than this become 'too_large' error rows.",
     )
     max_side: int = Field(
         1024,
@@ -109,7 +113,9 @@ class DecodeSpec(BaseModel):
         "refinement crops are cut from this copy, results are mapped back to the original.",
     )
     retries: int = Field(3, ge=0, le=20, description="Retries on transient storage errors.")
-    retry_backoff_s: float = Field(0.5, ge=0.0, le=60.0, description="First backoff; doubles each retry.")
+    retry_backoff_s: float = Field(
+        0.5, ge=0.0, le=60.0, description="First backoff; doubles each retry."
+    )
 
 
 class StageSpec(BaseModel):
@@ -123,7 +129,10 @@ class StageSpec(BaseModel):
     batch_size: int = Field(8, gt=0, le=4096, description="Images per batch sent to an actor.")
     actors: int = Field(1, gt=0, le=1024, description="Actors in the pool.")
     num_gpus: float = Field(
-        0.0, ge=0.0, le=8.0, description="GPUs per actor; a fraction packs several actors on one GPU."
+        0.0,
+        ge=0.0,
+        le=8.0,
+        description="GPUs per actor; a fraction packs several actors on one GPU.",
     )
     num_cpus: float = Field(
         0.25,
@@ -159,11 +168,17 @@ class JobSpec(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="'auto' uses CUDA when the actor sees a GPU, else the CPU."
     )
-    stage1: StageSpec = Field(default_factory=StageSpec, description="Stage 1 (CoarsePoseNet) pool.")
+    stage1: StageSpec = Field(
+        default_factory=StageSpec, description="Stage 1 (CoarsePoseNet) pool."
+    )
     refiner: StageSpec = Field(default_factory=StageSpec, description="Stage 3 (refinement) pool.")
-    filter: FilterSpec = Field(default_factory=FilterSpec, description="Stage 2: proposal filtering.")
+    filter: FilterSpec = Field(
+        default_factory=FilterSpec, description="Stage 2: proposal filtering."
+    )
     decode: DecodeSpec = Field(default_factory=DecodeSpec, description="Fetch and decode settings.")
-    storage: StorageSpec = Field(default_factory=StorageSpec, description="Object-storage settings.")
+    storage: StorageSpec = Field(
+        default_factory=StorageSpec, description="Object-storage settings."
+    )
     proposals_per_image: int = Field(
         100, gt=0, le=1000, description="Top-K box proposals stage 1 emits per image (no NMS)."
     )
@@ -218,13 +233,7 @@ class JobSpec(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> JobSpec:
         """Load a spec from a YAML file (safe loader), then apply top-level ``overrides``."""
-        text = Path(path).read_text(encoding="utf-8")
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise SpecError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise SpecError(f"{path}: expected a mapping of fields at the top level")
+        data = load_yaml_mapping(path)
         data.update(overrides or {})
         return cls.parse(data, source=str(path))
 
@@ -239,6 +248,21 @@ class JobSpec(BaseModel):
     def to_yaml(self) -> str:
         """The redacted spec as YAML, in field order."""
         return yaml.safe_dump(self.to_public_dict(), sort_keys=False)
+
+
+def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML file, read with the safe loader."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read spec file: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping of fields at the top level")
+    return data
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:

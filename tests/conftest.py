@@ -72,7 +72,11 @@ def s3_bucket(s3_endpoint: str, request: pytest.FixtureRequest) -> str:
     """A fresh, empty bucket on the loopback server; returns its name."""
     import boto3
 
-    name = "t-" + request.node.name.lower().replace("_", "-")[:50].strip("-") + f"-{time.time_ns() % 10**6}"
+    name = (
+        "t-"
+        + request.node.name.lower().replace("_", "-")[:50].strip("-")
+        + f"-{time.time_ns() % 10**6}"
+    )
     client = boto3.client("s3", endpoint_url=s3_endpoint)
     client.create_bucket(Bucket=name)
     return name

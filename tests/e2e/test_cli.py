@@ -12,8 +12,16 @@ SAMPLES = REPO_ROOT / "jobs" / "samples"
 
 
 def test_default_run_writes_the_documented_layout(tmp_path):
-    result = run_cli("run", "--output", str(tmp_path / "out"), "--job-id", "demo",
-                     "--no-progress-timeout", "300", cwd=tmp_path)
+    result = run_cli(
+        "run",
+        "--output",
+        str(tmp_path / "out"),
+        "--job-id",
+        "demo",
+        "--no-progress-timeout",
+        "300",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     root = tmp_path / "out" / "demo"
     assert (root / "spec.yaml").is_file() and (root / "stats.parquet").is_file()

@@ -28,12 +28,24 @@ def ray_head() -> Iterator[str]:
     port, dashboard_port = _free_port(), _free_port()
     temp_dir = tempfile.mkdtemp(prefix="dpray-", dir="/tmp")  # short: Ray's socket paths are capped
     head = subprocess.Popen(
-        [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--num-cpus=8",
-         "--disable-usage-stats", f"--temp-dir={temp_dir}"],
+        [
+            RAY,
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard_port}",
+            "--num-cpus=8",
+            "--disable-usage-stats",
+            f"--temp-dir={temp_dir}",
+        ],
         # The job's `python` must be the one with DetPose's dependencies, as on a real cluster.
         env={**cli_env(), "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
-        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{dashboard_port}"
     deadline = time.monotonic() + 120
@@ -62,8 +74,19 @@ def test_submit_poll_and_read_outputs(ray_head, tmp_path):
     spec = tmp_path / "job.yaml"
     spec.write_text(f"job_id: on-cluster\ninputs: ['{images}']\noutput: '{tmp_path / 'out'}'\n")
 
-    submitted = run_cli("submit", "--address", ray_head, "--spec", str(spec), "--wait",
-                        "--timeout", "600", "--poll-interval", "1", cwd=tmp_path)
+    submitted = run_cli(
+        "submit",
+        "--address",
+        ray_head,
+        "--spec",
+        str(spec),
+        "--wait",
+        "--timeout",
+        "600",
+        "--poll-interval",
+        "1",
+        cwd=tmp_path,
+    )
     assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
     assert "SUCCEEDED" in submitted.stdout
 
@@ -83,7 +106,9 @@ def test_submit_refuses_inline_credentials(tmp_path):
         "inputs: [s3://b/p/]\noutput: s3://b/o\n"
         "storage: {access_key_id: AKIASECRET, secret_access_key: hunter2}\n"
     )
-    result = run_cli("submit", "--address", "http://127.0.0.1:9", "--spec", str(spec), cwd=tmp_path, timeout=120)
+    result = run_cli(
+        "submit", "--address", "http://127.0.0.1:9", "--spec", str(spec), cwd=tmp_path, timeout=120
+    )
     assert result.returncode == 2
     assert "must not carry credentials" in result.stderr
     assert "hunter2" not in result.stderr + result.stdout and "AKIASECRET" not in result.stderr

@@ -28,8 +28,14 @@ def test_killed_job_resumes_and_ends_with_every_image_once(tmp_path):
         "stage1: {batch_size: 2}\nrefiner: {batch_size: 2}\n"
     )
     run_args = ("run", "--spec", str(spec), "--num-cpus", "8", "--no-progress-timeout", "300")
-    first = subprocess.Popen(cli_command(*run_args), env=cli_env(), cwd=tmp_path, start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        cli_command(*run_args),
+        env=cli_env(),
+        cwd=tmp_path,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     run0 = tmp_path / "out" / "resume" / "annotations" / "run-000"
     deadline = time.monotonic() + 600
     while not (run0.exists() and any(run0.glob("*.parquet"))):
@@ -59,11 +65,23 @@ def test_model_stages_share_a_logical_gpu_without_deadlock(tmp_path):
         f"job_id: gpu\ninputs: ['{images}']\noutput: '{tmp_path / 'out'}'\n"
         "stage1: {batch_size: 2, num_gpus: 0.5}\nrefiner: {batch_size: 2, num_gpus: 0.5}\n"
     )
-    result = run_cli("run", "--spec", str(spec), "--num-cpus", "8", "--num-gpus", "1",
-                     "--no-progress-timeout", "240", cwd=tmp_path)
+    result = run_cli(
+        "run",
+        "--spec",
+        str(spec),
+        "--num-cpus",
+        "8",
+        "--num-gpus",
+        "1",
+        "--no-progress-timeout",
+        "240",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     stats = json.loads((tmp_path / "out" / "gpu" / "stats.json").read_text())
     assert stats["images_ok"] == 6
     # Accelerator-seconds are accounted at 0.5 GPU per actor for both model stages.
-    model_busy = sum(s["busy_s"] for s in stats["stages"] if s["name"].endswith(("CoarseStage)", "RefineStage)")))
+    model_busy = sum(
+        s["busy_s"] for s in stats["stages"] if s["name"].endswith(("CoarseStage)", "RefineStage)"))
+    )
     assert abs(stats["accelerator_seconds"] - 0.5 * model_busy) < 1e-6

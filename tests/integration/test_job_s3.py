@@ -26,12 +26,16 @@ def upload_coco_sample(shared_data, endpoint: str, bucket: str) -> dict[str, tup
     sizes = {}
     for image in images:
         key = f"coco/{image['file_name']}"
-        client.upload_file(str(shared_data / "coco_sample" / "images" / image["file_name"]), bucket, key)
+        client.upload_file(
+            str(shared_data / "coco_sample" / "images" / image["file_name"]), bucket, key
+        )
         sizes[f"s3://{bucket}/{key}"] = (image["width"], image["height"])
     return sizes
 
 
-def test_coco_sample_from_s3_yields_one_row_per_image_with_true_sizes(shared_data, s3_endpoint, s3_bucket):
+def test_coco_sample_from_s3_yields_one_row_per_image_with_true_sizes(
+    shared_data, s3_endpoint, s3_bucket
+):
     sizes = upload_coco_sample(shared_data, s3_endpoint, s3_bucket)
     boto3.client("s3", endpoint_url=s3_endpoint).put_object(
         Bucket=s3_bucket, Key="coco/broken.jpg", Body=b"not a jpeg"

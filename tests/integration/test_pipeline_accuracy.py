@@ -54,7 +54,10 @@ def test_bundled_weights_recover_their_training_poses(shared_data, tmp_path, max
         }
     )
     stats = run_job(spec, no_progress_timeout_s=NO_PROGRESS_TIMEOUT_S)
-    assert stats.weights == {"stage1": "bundled:stage1_tiny.pt", "refiner": "bundled:refiner_tiny.pt"}
+    assert stats.weights == {
+        "stage1": "bundled:stage1_tiny.pt",
+        "refiner": "bundled:refiner_tiny.pt",
+    }
     rows = read_annotations(JobPaths.for_spec(spec).annotations, spec.storage).to_pylist()
     gt = COCO(str(shared_data / "coco_sample" / "annotations.json"))
     ap = keypoint_ap(gt, rows)

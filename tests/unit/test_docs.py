@@ -33,8 +33,12 @@ def test_every_spec_field_is_documented():
 
 
 def test_every_output_column_and_stat_is_documented():
-    names = [f.name for f in ANNOTATION_SCHEMA] + [PERSON_TYPE.field(i).name for i in range(PERSON_TYPE.num_fields)]
-    names += list(COUNT_FIELDS) + [n for n in JobStats.model_fields if n not in ("job_id", "started_at", "finished_at")]
+    names = [f.name for f in ANNOTATION_SCHEMA] + [
+        PERSON_TYPE.field(i).name for i in range(PERSON_TYPE.num_fields)
+    ]
+    names += list(COUNT_FIELDS) + [
+        n for n in JobStats.model_fields if n not in ("job_id", "started_at", "finished_at")
+    ]
     missing = sorted(n for n in names if f"`{n}`" not in README)
     assert not missing, f"README lacks output names: {missing}"
 

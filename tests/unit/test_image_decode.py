@@ -25,8 +25,17 @@ def encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
 
 @pytest.mark.parametrize(
     "mode, fmt",
-    [("L", "PNG"), ("LA", "PNG"), ("P", "PNG"), ("RGBA", "PNG"), ("CMYK", "JPEG"), ("I;16", "PNG"),
-     ("RGB", "JPEG"), ("RGB", "WEBP"), ("1", "PNG")],
+    [
+        ("L", "PNG"),
+        ("LA", "PNG"),
+        ("P", "PNG"),
+        ("RGBA", "PNG"),
+        ("CMYK", "JPEG"),
+        ("I;16", "PNG"),
+        ("RGB", "JPEG"),
+        ("RGB", "WEBP"),
+        ("1", "PNG"),
+    ],
 )
 def test_every_mode_becomes_uint8_rgb(mode, fmt):
     img = Image.new(mode, (40, 30))

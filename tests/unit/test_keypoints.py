@@ -22,7 +22,9 @@ from model.keypoints import (
 
 
 def test_definitions_match_the_coco_category(shared_data):
-    category = json.loads((shared_data / "coco_sample" / "annotations.json").read_text())["categories"][0]
+    category = json.loads((shared_data / "coco_sample" / "annotations.json").read_text())[
+        "categories"
+    ][0]
     assert tuple(category["keypoints"]) == KEYPOINT_NAMES
     assert {tuple(sorted((a - 1, b - 1))) for a, b in category["skeleton"]} == {
         tuple(sorted(limb)) for limb in SKELETON
@@ -70,8 +72,12 @@ def test_oks_equals_pycocotools_compute_oks(shared_data):
         dts = sorted(evaluator._dts[image_id, 1], key=lambda d: -d["score"])
         dt_kpts = np.array([d["keypoints"] for d in dts]).reshape(len(dts), 17, 3)
         for g, ann in enumerate(gts):
-            ours = oks(np.array(ann["keypoints"]).reshape(17, 3), ann["area"], dt_kpts,
-                       box_gt_xywh=np.array(ann["bbox"]))
+            ours = oks(
+                np.array(ann["keypoints"]).reshape(17, 3),
+                ann["area"],
+                dt_kpts,
+                box_gt_xywh=np.array(ann["bbox"]),
+            )
             np.testing.assert_allclose(ours, expected[:, g], atol=1e-6, rtol=0)
             compared += len(ours)
     # Includes the two annotations without keypoints (pycocotools' box-distance branch).

@@ -31,10 +31,16 @@ def test_prefixes_are_listed_recursively_by_extension(tmp_path):
     (tmp_path / "a" / "b").mkdir()
     for name in ("a/x.jpg", "a/b/y.PNG", "a/b/notes.txt", "z.jpeg"):
         (tmp_path / name).write_bytes(b"x")
-    listing = list_inputs([str(tmp_path / "a"), str(tmp_path / "z.jpeg"), str(tmp_path / "a")], NO_STORAGE)
+    listing = list_inputs(
+        [str(tmp_path / "a"), str(tmp_path / "z.jpeg"), str(tmp_path / "a")], NO_STORAGE
+    )
     found = listing.uris
     assert [p.rsplit("/", 1)[-1] for p in listing.skipped] == ["notes.txt"]
-    assert [p.rsplit("/", 2)[-2:] for p in found] == [["b", "y.PNG"], ["a", "x.jpg"], [tmp_path.name, "z.jpeg"]]
+    assert [p.rsplit("/", 2)[-2:] for p in found] == [
+        ["b", "y.PNG"],
+        ["a", "x.jpg"],
+        [tmp_path.name, "z.jpeg"],
+    ]
 
 
 def test_a_named_file_is_kept_even_when_missing(tmp_path):
