@@ -18,9 +18,10 @@ from pipeline.progress import ProgressReporter
 from pipeline.sink import (
     JobPaths,
     PartFilenames,
-    next_run_folder,
+    next_run_index,
     quarantine_incomplete_files,
     read_annotations,
+    run_prefix,
     write_text,
 )
 from pipeline.stages import CoarseStage, RefineStage, decode_batch, filter_batch
@@ -125,14 +126,15 @@ def run_job(
     ds = None
     if todo:
         ds = build_dataset(spec, todo)
-        fs, run_path = filesystem_for(
-            next_run_folder(paths.annotations, spec.storage), spec.storage
-        )
-        fs.makedirs(run_path, exist_ok=True)
-        with ProgressReporter(fs, run_path, len(todo), progress_interval_s):
-            # OVERWRITE only ever clears this run's new folder; it lets names be deterministic.
+        run_index = next_run_index(paths.annotations, spec.storage)
+        fs, ann_path = filesystem_for(paths.annotations, spec.storage)
+        fs.makedirs(ann_path, exist_ok=True)
+        with ProgressReporter(fs, ann_path, len(todo), progress_interval_s, run_prefix(run_index)):
             ds.write_parquet(
-                run_path, filesystem=fs, filename_provider=PartFilenames(), mode=SaveMode.OVERWRITE
+                ann_path,
+                filesystem=fs,
+                filename_provider=PartFilenames(run_index),
+                mode=SaveMode.APPEND,
             )
     weights = {
         "stage1": weights_source("stage1", spec.stage1.checkpoint),

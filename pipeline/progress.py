@@ -18,15 +18,21 @@ logger = logging.getLogger(__name__)
 
 
 def count_written_rows(
-    fs: fsspec.AbstractFileSystem, folder: str, cache: dict[tuple[str, int], int]
+    fs: fsspec.AbstractFileSystem,
+    folder: str,
+    cache: dict[tuple[str, int], int],
+    name_prefix: str = "",
 ) -> int:
-    """Rows in the complete Parquet files under ``folder``; ``cache`` keeps footers already read."""
+    """Rows in the complete Parquet files in ``folder`` whose names start with ``name_prefix``.
+
+    ``cache`` keeps the footers already read.
+    """
     if not fs.exists(folder):
         return 0
     total = 0
     for info in fs.ls(folder, detail=True):
         name, size = info["name"], int(info.get("size") or 0)
-        if not name.endswith(".parquet"):
+        if not name.endswith(".parquet") or not name.rsplit("/", 1)[-1].startswith(name_prefix):
             continue
         key = (name, size)
         if key not in cache:
@@ -66,9 +72,11 @@ class ProgressReporter:
         folder: str,
         total: int,
         interval_s: float = 10.0,
+        name_prefix: str = "",
         emit: Callable[[str], None] | None = None,
     ) -> None:
         self._fs, self._folder, self._total = fs, folder, total
+        self._prefix = name_prefix
         self._interval = interval_s
         self._emit = emit or (lambda line: logger.info("progress: %s", line))
         self._stop = threading.Event()
@@ -88,7 +96,7 @@ class ProgressReporter:
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
             try:
-                done = count_written_rows(self._fs, self._folder, self._cache)
+                done = count_written_rows(self._fs, self._folder, self._cache, self._prefix)
             except Exception as exc:  # progress must never break the job
                 logger.debug("progress check failed: %s", exc)
                 continue

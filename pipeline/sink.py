@@ -37,22 +37,32 @@ class JobPaths:
         )
 
 
-class PartFilenames(FilenameProvider):
-    """Deterministic Parquet names, ``part-TASK.parquet``, inside a per-run folder ``run-NNN/``."""
+def run_prefix(run_index: int) -> str:
+    """File-name prefix of one run's annotation files."""
+    return f"run-{run_index:03d}-"
 
-    def __init__(self) -> None:
+
+class PartFilenames(FilenameProvider):
+    """``run-RRR-part-TTTTTT-WRITEUUID.parquet``: run index, write task, and the write's id.
+
+    A retried write task rewrites its own file (same run, task and write id) instead of
+    adding a second copy; a later run of the job id never touches an earlier run's files.
+    """
+
+    def __init__(self, run_index: int) -> None:
         super().__init__(file_format="parquet")
+        self.prefix = run_prefix(run_index)
 
     def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
-        return f"part-{task_index:06d}.parquet"
+        return f"{self.prefix}part-{task_index:06d}-{write_uuid}.parquet"
 
 
-def next_run_folder(annotations_uri: str, storage: StorageSpec) -> str:
-    """``annotations/run-NNN``: one folder per run of a job id, so a re-run never overwrites."""
+def next_run_index(annotations_uri: str, storage: StorageSpec) -> int:
+    """1 + the highest run index among the files under ``annotations/`` (0 for a new job)."""
     fs, path = filesystem_for(annotations_uri, storage)
-    runs = [p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)] if fs.exists(path) else []
-    taken = [int(r[4:]) for r in runs if r.startswith("run-") and r[4:].isdigit()]
-    return join_uri(annotations_uri, f"run-{max(taken, default=-1) + 1:03d}")
+    names = [p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)] if fs.exists(path) else []
+    taken = [int(n[4:7]) for n in names if n.startswith("run-") and n[4:7].isdigit()]
+    return max(taken, default=-1) + 1
 
 
 def write_text(uri: str, text: str, storage: StorageSpec) -> None:

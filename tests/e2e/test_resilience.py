@@ -36,15 +36,15 @@ def test_killed_job_resumes_and_ends_with_every_image_once(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    run0 = tmp_path / "out" / "resume" / "annotations" / "run-000"
+    annotations = tmp_path / "out" / "resume" / "annotations"
     deadline = time.monotonic() + 600
-    while not (run0.exists() and any(run0.glob("*.parquet"))):
+    while not (annotations.exists() and any(annotations.glob("run-000-*.parquet"))):
         assert first.poll() is None, "the first run ended before writing anything"
         assert time.monotonic() < deadline, "the first run wrote nothing in time"
         time.sleep(0.2)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=30)
-    partial = annotation_rows(tmp_path / "out" / "resume") if any(run0.glob("*.parquet")) else []
+    partial = annotation_rows(tmp_path / "out" / "resume") if any(annotations.glob("run-000-*.parquet")) else []
     assert 0 < len(partial) < 60, "the kill must land while the job is part-way through"
 
     second = run_cli(*run_args, cwd=tmp_path)

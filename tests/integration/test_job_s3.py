@@ -82,4 +82,4 @@ def test_coco_sample_from_s3_yields_one_row_per_image_with_true_sizes(
     with fs.open(f"{root}/stats.parquet", "rb") as fh:
         assert pq.read_table(fh).column("images_in").to_pylist() == [6]
     files = sorted(fs.find(f"{root}/annotations"))
-    assert files and all("/annotations/run-000/part-" in f for f in files)
+    assert files and all("/annotations/run-000-part-" in f for f in files)

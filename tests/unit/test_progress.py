@@ -11,13 +11,15 @@ from pipeline.progress import count_written_rows, format_eta, progress_line
 
 def test_counts_complete_files_only_and_caches_footers(tmp_path):
     fs = fsspec.filesystem("file")
-    pq.write_table(pa.table({"x": list(range(7))}), tmp_path / "part-000000.parquet")
-    pq.write_table(pa.table({"x": list(range(5))}), tmp_path / "part-000001.parquet")
-    (tmp_path / "part-000002.parquet").write_bytes(b"PAR1 half written")
+    pq.write_table(pa.table({"x": list(range(3))}), tmp_path / "run-000-part-000000-u.parquet")
+    pq.write_table(pa.table({"x": list(range(7))}), tmp_path / "run-001-part-000000-v.parquet")
+    pq.write_table(pa.table({"x": list(range(5))}), tmp_path / "run-001-part-000001-v.parquet")
+    (tmp_path / "run-001-part-000002-v.parquet").write_bytes(b"PAR1 half written")
     (tmp_path / "notes.txt").write_text("ignored")
     cache: dict = {}
-    assert count_written_rows(fs, str(tmp_path), cache) == 12
+    assert count_written_rows(fs, str(tmp_path), cache, "run-001-") == 12
     assert len(cache) == 2
+    assert count_written_rows(fs, str(tmp_path), cache) == 15
     assert count_written_rows(fs, str(tmp_path / "absent"), cache) == 0
 
 
