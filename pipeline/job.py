@@ -14,6 +14,7 @@ import ray
 from ray.data import ActorPoolStrategy, DataContext, Dataset, SaveMode
 
 from model.inference import weights_source
+from pipeline.actors import CoarseStage, RefineStage
 from pipeline.progress import ProgressReporter
 from pipeline.sink import (
     JobPaths,
@@ -24,7 +25,7 @@ from pipeline.sink import (
     run_prefix,
     write_text,
 )
-from pipeline.stages import CoarseStage, RefineStage, decode_batch, filter_batch
+from pipeline.stages import decode_batch, filter_batch
 from pipeline.stats import build_stats, write_stats
 from pipeline.storage import Listing, filesystem_for, list_inputs, read_manifest
 from schemas.output import JobStats

@@ -1,8 +1,9 @@
-"""Thin Ray Data callables around the pure functions of ``model/`` and ``pipeline/decode``.
+"""The stateless Ray Data stages (tasks): fetch+decode and filtering, plus row assembly.
 
-Each stage maps a numpy batch (a dict of columns) to a new batch. Stateful stages are
-classes that load their model once in ``__init__``; stateless ones are functions. Every
-row that enters a stage leaves it: error rows pass through untouched.
+Each stage maps a numpy batch (a dict of columns) to a new batch, and every row that
+enters a stage leaves it: error rows pass through untouched. This module must not import
+torch: task workers that only decode or filter then stay small (the model stages, which
+do need it, live in ``pipeline/actors.py``).
 """
 
 from __future__ import annotations
@@ -13,13 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from model.filtering import filter_proposals
-from model.inference import (
-    CoarsePoseModel,
-    PoseRefinerModel,
-    load_stage_model,
-    resolve_device,
-)
-from model.keypoints import NUM_KEYPOINTS, SKELETON
+from model.keypoints import NUM_KEYPOINTS
 from model.types import CoarseProposals
 from pipeline.decode import DecodedImage, fetch_and_decode
 from pipeline.storage import filesystem_for, image_id_for
@@ -32,7 +27,7 @@ from schemas.output import (
     STATUS_ERROR,
     STATUS_OK,
 )
-from schemas.spec import DecodeSpec, StageSpec, StorageSpec
+from schemas.spec import DecodeSpec, StorageSpec
 
 Batch = dict[str, np.ndarray]
 _EMPTY_IMAGE = np.zeros((1, 1, 3), dtype=np.uint8)
@@ -45,7 +40,7 @@ def require_columns(batch: Batch, columns: tuple[str, ...], stage: str) -> None:
         raise KeyError(f"[internal] {stage} needs columns {missing}; got {sorted(batch)}")
 
 
-def _ok_rows(batch: Batch) -> np.ndarray:
+def ok_rows(batch: Batch) -> np.ndarray:
     return np.flatnonzero(batch["status"] == STATUS_OK)
 
 
@@ -100,38 +95,6 @@ def _ragged(arrays: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-# -- stage 1 (actor pool) --------------------------------------------------------------------
-
-
-class CoarseStage:
-    """CoarsePoseNet on each ok image: adds fixed-shape proposal, peak and limb-score columns."""
-
-    def __init__(self, stage: StageSpec, device: str, proposals: int, peaks: int, kpt_thr: float):
-        torch_device = resolve_device(device)
-        loaded = load_stage_model("stage1", stage.checkpoint, torch_device)
-        self.model = CoarsePoseModel(loaded, torch_device, proposals, peaks, kpt_thr)
-        self.proposals, self.peaks = proposals, peaks
-
-    def __call__(self, batch: Batch) -> Batch:
-        require_columns(batch, ("status", "image"), "stage 1")
-        n, ok = len(batch["status"]), _ok_rows(batch)
-        boxes = np.zeros((n, self.proposals, 4), np.float32)
-        scores = np.zeros((n, self.proposals), np.float32)
-        peaks = np.zeros((n, NUM_KEYPOINTS, self.peaks, 3), np.float32)
-        limbs = np.zeros((n, len(SKELETON), self.peaks, self.peaks), np.float32)
-        for i, result in zip(ok, self.model([batch["image"][i] for i in ok]), strict=True):
-            k = len(result.box_scores)
-            boxes[i, :k], scores[i, :k] = result.boxes_xyxy, result.box_scores
-            peaks[i], limbs[i] = result.peaks_xys, result.limb_scores
-        return {
-            **batch,
-            "prop_boxes": boxes,
-            "prop_scores": scores,
-            "peaks": peaks,
-            "limb_scores": limbs,
-        }
-
-
 # -- stage 2: filtering (tasks) ----------------------------------------------------------------
 
 
@@ -149,7 +112,7 @@ def filter_batch(batch: Batch, spec: FilterSpec) -> Batch:
         "num_persons": np.zeros(n, np.int32),
         **{f"count_{name}": np.zeros(n, np.int32) for name in COUNT_FIELDS},
     }
-    for i in _ok_rows(batch):
+    for i in ok_rows(batch):
         image = batch["image"][i]
         props = CoarseProposals(
             boxes_xyxy=batch["prop_boxes"][i],
@@ -174,33 +137,7 @@ def filter_batch(batch: Batch, spec: FilterSpec) -> Batch:
     return {**keep, **out}
 
 
-# -- stage 3 (actor pool) --------------------------------------------------------------------
-
-
-class RefineStage:
-    """PoseRefinementNet over person crops batched across images; emits final Arrow rows."""
-
-    def __init__(self, stage: StageSpec, device: str, flip_test: bool, max_crops: int):
-        torch_device = resolve_device(device)
-        loaded = load_stage_model("refiner", stage.checkpoint, torch_device)
-        self.model = PoseRefinerModel(loaded, torch_device, flip_test, max_crops)
-
-    def __call__(self, batch: Batch) -> pa.Table:
-        require_columns(
-            batch, ("status", "image", "scale", "person_boxes", "num_persons"), "stage 3"
-        )
-        ok = _ok_rows(batch)
-        boxes = [batch["person_boxes"][i, : batch["num_persons"][i]] for i in ok]
-        refined = self.model([batch["image"][i] for i in ok], boxes)
-        persons: list[list[dict[str, Any]]] = [[] for _ in batch["status"]]
-        runs = np.zeros(len(batch["status"]), np.int32)
-        for i, poses in zip(ok, refined, strict=True):
-            persons[i] = _person_records(batch, i, poses.kpts_xys, poses.pose_scores)
-            runs[i] = len(poses.pose_scores)
-        return annotation_table(batch, persons, runs)
-
-
-def _person_records(
+def person_records(
     batch: Batch, i: int, kpts: np.ndarray, pose_scores: np.ndarray
 ) -> list[dict[str, Any]]:
     """Persons of row ``i`` in original-image pixels (the decoded copy may be smaller)."""

@@ -47,3 +47,37 @@ def test_every_cli_command_is_documented():
     subparsers = next(a for a in build_parser()._actions if a.dest == "command")
     missing = sorted(c for c in subparsers.choices if f"detpose {c}" not in README)
     assert not missing, f"README lacks commands: {missing}"
+
+
+def _readme_model_rows() -> dict[tuple[str, str], tuple[int, float]]:
+    rows = {}
+    for line in README.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[1] in ("CoarsePoseNet", "PoseRefinementNet"):
+            rows[(cells[0].strip("`"), cells[1])] = (int(cells[3].replace(",", "")), float(cells[4]))
+    return rows
+
+
+def test_model_table_matches_the_code():
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from model.coarse_net import CoarsePoseNet
+    from model.refine_net import PoseRefinementNet
+    from schemas.model import coarse_preset, refiner_preset
+
+    rows = _readme_model_rows()
+    assert len(rows) == 4
+    for (preset, network), (params, gflops) in rows.items():
+        if network == "CoarsePoseNet":
+            cfg = coarse_preset(preset)
+            net, shape = CoarsePoseNet(cfg), (1, 3, cfg.input_size, cfg.input_size)
+        else:
+            cfg = refiner_preset(preset)
+            net, shape = PoseRefinementNet(cfg), (1, 3, *cfg.input_hw)
+        assert sum(p.numel() for p in net.parameters()) == params, (preset, network)
+        if preset == "tiny":
+            counter = FlopCounterMode(display=False)
+            with counter, torch.no_grad():
+                net.eval()(torch.zeros(shape))
+            assert round(counter.get_total_flops() / 1e9, 3) == gflops, (preset, network)

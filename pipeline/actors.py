@@ -1,0 +1,69 @@
+"""The model stages as Ray Data actors: load a network once, then map batches.
+
+Stage 1 adds fixed-shape proposal, peak and limb-score columns; stage 3 refines person
+crops batched across the images of a batch and emits the final Arrow rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from model.inference import CoarsePoseModel, PoseRefinerModel, load_stage_model, resolve_device
+from model.keypoints import NUM_KEYPOINTS, SKELETON
+from pipeline.stages import Batch, annotation_table, ok_rows, person_records, require_columns
+from schemas.spec import StageSpec
+
+
+class CoarseStage:
+    """CoarsePoseNet on each ok image: adds fixed-shape proposal, peak and limb-score columns."""
+
+    def __init__(self, stage: StageSpec, device: str, proposals: int, peaks: int, kpt_thr: float):
+        torch_device = resolve_device(device)
+        loaded = load_stage_model("stage1", stage.checkpoint, torch_device)
+        self.model = CoarsePoseModel(loaded, torch_device, proposals, peaks, kpt_thr)
+        self.proposals, self.peaks = proposals, peaks
+
+    def __call__(self, batch: Batch) -> Batch:
+        require_columns(batch, ("status", "image"), "stage 1")
+        n, ok = len(batch["status"]), ok_rows(batch)
+        boxes = np.zeros((n, self.proposals, 4), np.float32)
+        scores = np.zeros((n, self.proposals), np.float32)
+        peaks = np.zeros((n, NUM_KEYPOINTS, self.peaks, 3), np.float32)
+        limbs = np.zeros((n, len(SKELETON), self.peaks, self.peaks), np.float32)
+        for i, result in zip(ok, self.model([batch["image"][i] for i in ok]), strict=True):
+            k = len(result.box_scores)
+            boxes[i, :k], scores[i, :k] = result.boxes_xyxy, result.box_scores
+            peaks[i], limbs[i] = result.peaks_xys, result.limb_scores
+        return {
+            **batch,
+            "prop_boxes": boxes,
+            "prop_scores": scores,
+            "peaks": peaks,
+            "limb_scores": limbs,
+        }
+
+
+class RefineStage:
+    """PoseRefinementNet over person crops batched across images; emits final Arrow rows."""
+
+    def __init__(self, stage: StageSpec, device: str, flip_test: bool, max_crops: int):
+        torch_device = resolve_device(device)
+        loaded = load_stage_model("refiner", stage.checkpoint, torch_device)
+        self.model = PoseRefinerModel(loaded, torch_device, flip_test, max_crops)
+
+    def __call__(self, batch: Batch) -> pa.Table:
+        require_columns(
+            batch, ("status", "image", "scale", "person_boxes", "num_persons"), "stage 3"
+        )
+        ok = ok_rows(batch)
+        boxes = [batch["person_boxes"][i, : batch["num_persons"][i]] for i in ok]
+        refined = self.model([batch["image"][i] for i in ok], boxes)
+        persons: list[list[dict[str, Any]]] = [[] for _ in batch["status"]]
+        runs = np.zeros(len(batch["status"]), np.int32)
+        for i, poses in zip(ok, refined, strict=True):
+            persons[i] = person_records(batch, i, poses.kpts_xys, poses.pose_scores)
+            runs[i] = len(poses.pose_scores)
+        return annotation_table(batch, persons, runs)
