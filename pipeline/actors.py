@@ -53,6 +53,8 @@ class RefineStage:
         torch_device = resolve_device(device)
         loaded = load_stage_model("refiner", stage.checkpoint, torch_device)
         self.model = PoseRefinerModel(loaded, torch_device, flip_test, max_crops)
+        # The flip test runs the refiner twice per crop; stats count forward passes.
+        self.passes_per_crop = 2 if flip_test else 1
 
     def __call__(self, batch: Batch) -> pa.Table:
         require_columns(
@@ -65,5 +67,5 @@ class RefineStage:
         runs = np.zeros(len(batch["status"]), np.int32)
         for i, poses in zip(ok, refined, strict=True):
             persons[i] = person_records(batch, i, poses.kpts_xys, poses.pose_scores)
-            runs[i] = len(poses.pose_scores)
+            runs[i] = len(poses.pose_scores) * self.passes_per_crop
         return annotation_table(batch, persons, runs)

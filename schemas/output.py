@@ -95,7 +95,9 @@ class JobStats(BaseModel):
     dropped_duplicate: int = Field(..., ge=0)
     recovered: int = Field(..., ge=0)
     accepted: int = Field(..., ge=0)
-    refinement_runs: int = Field(..., ge=0, description="Refiner forward passes over person crops.")
+    refinement_runs: int = Field(
+        ..., ge=0, description="Refiner passes over person crops (two per crop with flip_test)."
+    )
     refinement_runs_per_person: float = Field(..., ge=0.0)
     stages: list[StageStats] = Field(default_factory=list)
     accelerator_seconds: float = Field(

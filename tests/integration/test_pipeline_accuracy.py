@@ -43,14 +43,17 @@ def keypoint_ap(gt: COCO, rows: list[dict]) -> float:
     return float(evaluator.stats[0])
 
 
-@pytest.mark.parametrize("max_side", [1024, 320], ids=["full-size", "decoded-smaller"])
-def test_bundled_weights_recover_their_training_poses(shared_data, tmp_path, max_side):
+@pytest.mark.parametrize(
+    "max_side, flip_test", [(1024, False), (320, True)], ids=["full-size", "smaller-with-flip-test"]
+)
+def test_bundled_weights_recover_their_training_poses(shared_data, tmp_path, max_side, flip_test):
     spec = JobSpec.parse(
         {
             "job_id": "coco",
             "inputs": [str(shared_data / "coco_sample" / "images")],
             "output": str(tmp_path),
             "decode": {"max_side": max_side},
+            "flip_test": flip_test,
         }
     )
     stats = run_job(spec, no_progress_timeout_s=NO_PROGRESS_TIMEOUT_S)
@@ -62,4 +65,4 @@ def test_bundled_weights_recover_their_training_poses(shared_data, tmp_path, max
     gt = COCO(str(shared_data / "coco_sample" / "annotations.json"))
     ap = keypoint_ap(gt, rows)
     assert ap >= 0.6, f"keypoint AP {ap:.3f} through the whole pipeline"
-    assert stats.refinement_runs == stats.persons > 0
+    assert stats.refinement_runs == (2 if flip_test else 1) * stats.persons > 0
