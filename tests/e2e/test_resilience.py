@@ -44,7 +44,11 @@ def test_killed_job_resumes_and_ends_with_every_image_once(tmp_path):
         time.sleep(0.2)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=30)
-    partial = annotation_rows(tmp_path / "out" / "resume") if any(annotations.glob("run-000-*.parquet")) else []
+    partial = (
+        annotation_rows(tmp_path / "out" / "resume")
+        if any(annotations.glob("run-000-*.parquet"))
+        else []
+    )
     assert 0 < len(partial) < 60, "the kill must land while the job is part-way through"
 
     second = run_cli(*run_args, cwd=tmp_path)

@@ -54,7 +54,10 @@ def _readme_model_rows() -> dict[tuple[str, str], tuple[int, float]]:
     for line in README.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 5 and cells[1] in ("CoarsePoseNet", "PoseRefinementNet"):
-            rows[(cells[0].strip("`"), cells[1])] = (int(cells[3].replace(",", "")), float(cells[4]))
+            rows[(cells[0].strip("`"), cells[1])] = (
+                int(cells[3].replace(",", "")),
+                float(cells[4]),
+            )
     return rows
 
 
