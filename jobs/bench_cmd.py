@@ -39,10 +39,10 @@ def sample_corpus(folder: Path, count: int, seed: int = 0) -> list[str]:
     """
     from PIL import Image, ImageOps
 
-    from jobs.cli import SAMPLES_DIR
+    from jobs.cli import sample_images
 
     folder.mkdir(parents=True, exist_ok=True)
-    sources = [Image.open(p).convert("RGB") for p in sorted(SAMPLES_DIR.glob("*.jpg"))]
+    sources = [Image.open(p).convert("RGB") for p in sample_images()]
     rng = np.random.default_rng(seed)
     paths = []
     for i in range(count):

@@ -63,6 +63,11 @@ def _run_parser(subparsers: Any) -> None:
     p.set_defaults(func=cmd_run)
 
 
+def sample_images() -> list[str]:
+    """The bundled sample photos (the default job's inputs)."""
+    return [str(p) for p in sorted(SAMPLES_DIR.glob("*.jpg"))]
+
+
 def spec_from_args(args: argparse.Namespace) -> JobSpec:
     """The job spec a ``run`` invocation describes: spec file, then flags, then defaults."""
     overrides: dict[str, Any] = {}
@@ -83,9 +88,16 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
     if "inputs" in overrides or "manifest" in overrides:
         data.pop("manifest" if "inputs" in overrides else "inputs", None)
     if not data.get("inputs") and not data.get("manifest"):
-        data["inputs"] = [str(SAMPLES_DIR)]
+        data["inputs"] = sample_images()
     data.setdefault("output", "out")
     return JobSpec.parse(data, source=args.spec or "command line")
+
+
+def quiet_ray_logs() -> None:
+    """Keep Ray Data's per-run INFO chatter out of a user's terminal (``-v`` shows it)."""
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # It warns that its progress bars are off; ours (from written files) replace them.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 def init_ray(num_cpus: int | None, num_gpus: float | None = None) -> None:
@@ -120,6 +132,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     spec = spec_from_args(args)
     init_ray(args.num_cpus, args.num_gpus)
+    if not args.verbose:
+        quiet_ray_logs()
     print(f"detpose: job '{spec.job_id}' → {JobPaths.for_spec(spec).root}", flush=True)
     stats = run_job(
         spec,
