@@ -175,6 +175,15 @@ def _add_wait(parser: argparse.ArgumentParser, flag_help: str) -> None:
     parser.add_argument("--poll-interval", type=float, default=2.0, help=argparse.SUPPRESS)
 
 
+def _job_parser(subparsers: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(name, help=help_text)
+    _add_address(parser)
+    parser.add_argument(
+        "job", metavar="JOB_ID", help="submission id, or a DetPose job id (latest run)"
+    )
+    return parser
+
+
 def register(subparsers: Any) -> None:
     submit = subparsers.add_parser("submit", help="submit a job spec to a Ray cluster (Jobs API)")
     _add_address(submit)
@@ -185,17 +194,9 @@ def register(subparsers: Any) -> None:
     _add_wait(submit, "wait for the job to finish and exit with its result")
     submit.set_defaults(func=cmd_submit)
 
-    status = subparsers.add_parser("status", help="status of a submitted job")
-    _add_address(status)
-    status.add_argument(
-        "job", metavar="JOB_ID", help="submission id, or a DetPose job id (latest run)"
-    )
+    status = _job_parser(subparsers, "status", "status of a submitted job")
     _add_wait(status, "wait for the job to finish")
     status.set_defaults(func=cmd_status)
 
-    logs = subparsers.add_parser("logs", help="logs of a submitted job")
-    _add_address(logs)
-    logs.add_argument(
-        "job", metavar="JOB_ID", help="submission id, or a DetPose job id (latest run)"
-    )
+    logs = _job_parser(subparsers, "logs", "logs of a submitted job")
     logs.set_defaults(func=cmd_logs)

@@ -72,6 +72,13 @@ def write_images(folder: Path, count: int) -> None:
         (folder / f"img_{i:03d}.jpg").write_bytes(synthetic_jpeg(i))
 
 
+def write_job_spec(folder: Path, job_id: str, images: Path, extra: str = "") -> Path:
+    """``folder/job.yaml`` for ``images`` with output ``folder/out``; ``extra`` is more YAML."""
+    spec = folder / "job.yaml"
+    spec.write_text(f"job_id: {job_id}\ninputs: ['{images}']\noutput: '{folder / 'out'}'\n{extra}")
+    return spec
+
+
 def cli_command(*args: str) -> list[str]:
     """The ``detpose`` command line, run with this interpreter."""
     return [sys.executable, "-m", "jobs.cli", *args]

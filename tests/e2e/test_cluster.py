@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import _free_port
-from tests.helpers import cli_env, run_cli, write_images
+from tests.helpers import cli_env, run_cli, write_images, write_job_spec
 
 RAY = str(Path(sys.executable).parent / "ray")
 
@@ -71,8 +71,7 @@ def ray_head() -> Iterator[str]:
 def test_submit_poll_and_read_outputs(ray_head, tmp_path):
     images = tmp_path / "images"
     write_images(images, 5)
-    spec = tmp_path / "job.yaml"
-    spec.write_text(f"job_id: on-cluster\ninputs: ['{images}']\noutput: '{tmp_path / 'out'}'\n")
+    spec = write_job_spec(tmp_path, "on-cluster", images)
 
     submitted = run_cli(
         "submit",

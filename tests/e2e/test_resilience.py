@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow.dataset as pds
 
-from tests.helpers import cli_command, cli_env, run_cli, write_images
+from tests.helpers import cli_command, cli_env, run_cli, write_images, write_job_spec
 
 
 def annotation_rows(root: Path) -> list[dict]:
@@ -22,10 +22,8 @@ def annotation_rows(root: Path) -> list[dict]:
 def test_killed_job_resumes_and_ends_with_every_image_once(tmp_path):
     images = tmp_path / "images"
     write_images(images, 60)
-    spec = tmp_path / "job.yaml"
-    spec.write_text(
-        f"job_id: resume\ninputs: ['{images}']\noutput: '{tmp_path / 'out'}'\n"
-        "stage1: {batch_size: 2}\nrefiner: {batch_size: 2}\n"
+    spec = write_job_spec(
+        tmp_path, "resume", images, "stage1: {batch_size: 2}\nrefiner: {batch_size: 2}\n"
     )
     run_args = ("run", "--spec", str(spec), "--num-cpus", "8", "--no-progress-timeout", "300")
     first = subprocess.Popen(
@@ -64,10 +62,11 @@ def test_killed_job_resumes_and_ends_with_every_image_once(tmp_path):
 def test_model_stages_share_a_logical_gpu_without_deadlock(tmp_path):
     images = tmp_path / "images"
     write_images(images, 6)
-    spec = tmp_path / "job.yaml"
-    spec.write_text(
-        f"job_id: gpu\ninputs: ['{images}']\noutput: '{tmp_path / 'out'}'\n"
-        "stage1: {batch_size: 2, num_gpus: 0.5}\nrefiner: {batch_size: 2, num_gpus: 0.5}\n"
+    spec = write_job_spec(
+        tmp_path,
+        "gpu",
+        images,
+        "stage1: {batch_size: 2, num_gpus: 0.5}\nrefiner: {batch_size: 2, num_gpus: 0.5}\n",
     )
     result = run_cli(
         "run",
