@@ -26,10 +26,10 @@ from pipeline.sink import (
     write_text,
 )
 from pipeline.stages import decode_batch, filter_batch
-from pipeline.stats import build_stats, write_stats
+from pipeline.stats import RunFacts, build_stats, write_stats
 from pipeline.storage import Listing, filesystem_for, list_inputs, read_manifest
 from schemas.output import JobStats
-from schemas.spec import JobSpec
+from schemas.spec import AUTO_GPUS_PER_ACTOR, JobSpec
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +48,22 @@ def resolve_inputs(spec: JobSpec) -> Listing:
     return list_inputs(spec.inputs, spec.storage)
 
 
-def build_dataset(spec: JobSpec, uris: list[str]) -> Dataset:
-    """The lazy Ray Data graph for ``uris``; nothing runs until it is written."""
+def gpus_per_actor(spec: JobSpec, cluster_gpus: float) -> dict[str, float]:
+    """GPUs each actor of each model stage asks for, with 'auto' resolved for this cluster."""
+
+    def resolve(requested: float | str) -> float:
+        if requested == "auto":
+            return AUTO_GPUS_PER_ACTOR if cluster_gpus > 0 else 0.0
+        return float(requested)
+
+    return {"stage1": resolve(spec.stage1.num_gpus), "refiner": resolve(spec.refiner.num_gpus)}
+
+
+def build_dataset(spec: JobSpec, uris: list[str], gpus: dict[str, float]) -> Dataset:
+    """The lazy Ray Data graph for ``uris``; nothing runs until it is written.
+
+    ``gpus``: GPUs per actor of each model stage, from ``gpus_per_actor``.
+    """
     ds = ray.data.from_items(
         [{"uri": u} for u in uris], override_num_blocks=max(1, min(len(uris) // DECODE_BATCH, 200))
     )
@@ -73,7 +87,7 @@ def build_dataset(spec: JobSpec, uris: list[str]) -> Dataset:
         batch_size=spec.stage1.batch_size,
         batch_format="numpy",
         num_cpus=spec.stage1.num_cpus,
-        num_gpus=spec.stage1.num_gpus,
+        num_gpus=gpus["stage1"],
     )
     ds = ds.map_batches(
         filter_batch,
@@ -94,7 +108,7 @@ def build_dataset(spec: JobSpec, uris: list[str]) -> Dataset:
         batch_size=spec.refiner.batch_size,
         batch_format="numpy",
         num_cpus=spec.refiner.num_cpus,
-        num_gpus=spec.refiner.num_gpus,
+        num_gpus=gpus["refiner"],
     )
 
 
@@ -124,9 +138,10 @@ def run_job(
             len(uris) - len(todo),
             len(uris),
         )
+    gpus = gpus_per_actor(spec, ray.cluster_resources().get("GPU", 0.0))
     ds = None
     if todo:
-        ds = build_dataset(spec, todo)
+        ds = build_dataset(spec, todo, gpus)
         run_index = next_run_index(paths.annotations, spec.storage)
         fs, ann_path = filesystem_for(paths.annotations, spec.storage)
         fs.makedirs(ann_path, exist_ok=True)
@@ -154,16 +169,16 @@ def run_job(
         for stage, source in weights.items()
         if source == "random-init"
     ]
-    stats = build_stats(
-        spec,
-        paths.annotations,
-        listing,
-        len(todo),
-        ds,
-        started,
-        time.perf_counter() - t0,
-        weights,
-        warnings,
+    run = RunFacts(
+        listing=listing,
+        images_this_run=len(todo),
+        dataset=ds,
+        started=started,
+        wall_s=time.perf_counter() - t0,
+        gpus_per_actor=gpus,
+        weights=weights,
+        warnings=warnings,
     )
+    stats = build_stats(spec, paths.annotations, run)
     write_stats(stats, paths.stats_json, paths.stats_parquet, spec)
     return stats

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import platform
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
@@ -70,14 +71,14 @@ def stage_stats(ds: Any) -> tuple[list[StageStats], str]:
     return stages, text
 
 
-def accelerator_seconds(spec: JobSpec, stages: list[StageStats]) -> float:
+def accelerator_seconds(gpus_per_actor: dict[str, float], stages: list[StageStats]) -> float:
     """Busy time of each model stage times the GPUs each of its actors holds."""
     total = 0.0
     for stage in stages:
         if "CoarseStage" in stage.name:
-            total += stage.busy_s * spec.stage1.num_gpus
+            total += stage.busy_s * gpus_per_actor["stage1"]
         elif "RefineStage" in stage.name:
-            total += stage.busy_s * spec.refiner.num_gpus
+            total += stage.busy_s * gpus_per_actor["refiner"]
     return total
 
 
@@ -98,23 +99,27 @@ def count_rows(table: pa.Table) -> dict[str, Any]:
     }
 
 
-def build_stats(
-    spec: JobSpec,
-    annotations_uri: str,
-    listing: Listing,
-    images_this_run: int,
-    ds: Any,
-    started: datetime,
-    wall_s: float,
-    weights: dict[str, str] | None = None,
-    warnings: list[str] | None = None,
-) -> JobStats:
+@dataclass(frozen=True)
+class RunFacts:
+    """What one run of a job knows besides its output rows."""
+
+    listing: Listing
+    images_this_run: int
+    dataset: Any  # the executed Ray dataset, or None when nothing was left to do
+    started: datetime
+    wall_s: float
+    gpus_per_actor: dict[str, float]
+    weights: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def build_stats(spec: JobSpec, annotations_uri: str, run: RunFacts) -> JobStats:
     """Assemble the job's statistics from its output rows and the executed dataset."""
     table = read_annotations(annotations_uri, spec.storage)
     counts = count_rows(table)
-    uris = listing.uris
-    stages, text = stage_stats(ds)
-    notes = list(warnings or [])
+    uris = run.listing.uris
+    stages, text = stage_stats(run.dataset)
+    notes = list(run.warnings)
     if counts["rows"] != len(uris):
         notes.append(
             f"[internal] {len(uris)} images in but {counts['rows']} rows written; "
@@ -123,22 +128,23 @@ def build_stats(
     persons = counts["persons"]
     return JobStats(
         job_id=spec.job_id,
-        started_at=started.isoformat(timespec="seconds"),
+        started_at=run.started.isoformat(timespec="seconds"),
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        wall_s=wall_s,
+        wall_s=run.wall_s,
         images_in=len(uris),
-        skipped_non_image=len(listing.skipped),
+        skipped_non_image=len(run.listing.skipped),
         images_ok=counts["images_ok"],
         images_error=counts["images_error"],
         errors_by_kind=counts["errors_by_kind"],
-        images_this_run=images_this_run,
-        images_per_s=images_this_run / wall_s if wall_s > 0 else 0.0,
+        images_this_run=run.images_this_run,
+        images_per_s=run.images_this_run / run.wall_s if run.wall_s > 0 else 0.0,
         persons=persons,
         **{name: counts[name] for name in COUNT_FIELDS},
         refinement_runs_per_person=counts["refinement_runs"] / persons if persons else 0.0,
         stages=stages,
-        accelerator_seconds=accelerator_seconds(spec, stages),
-        weights=weights or {},
+        gpus_per_actor=run.gpus_per_actor,
+        accelerator_seconds=accelerator_seconds(run.gpus_per_actor, stages),
+        weights=run.weights,
         warnings=notes,
         ray_data_stats=text,
         spec=spec.to_public_dict(),

@@ -100,6 +100,9 @@ class JobStats(BaseModel):
     )
     refinement_runs_per_person: float = Field(..., ge=0.0)
     stages: list[StageStats] = Field(default_factory=list)
+    gpus_per_actor: dict[str, float] = Field(
+        default_factory=dict, description="GPUs each model-stage actor held ('auto' resolved)."
+    )
     accelerator_seconds: float = Field(
         ..., ge=0.0, description="Sum over model stages of busy time times GPUs per actor."
     )

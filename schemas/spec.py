@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import fsspec
@@ -26,6 +26,8 @@ from pydantic import (
 from schemas.filtering import FilterSpec
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
+# num_gpus 'auto' on a cluster with GPUs: one stage-1 and one refiner actor share each GPU.
+AUTO_GPUS_PER_ACTOR = 0.5
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # Windows drive letters ("C:\...") parse as a one-letter scheme; they are local paths.
 _LOCAL_SCHEMES = {"", "file", "local"}
@@ -128,11 +130,11 @@ class StageSpec(BaseModel):
     )
     batch_size: int = Field(8, gt=0, le=4096, description="Images per batch sent to an actor.")
     actors: int = Field(1, gt=0, le=1024, description="Actors in the pool.")
-    num_gpus: float = Field(
-        0.0,
-        ge=0.0,
-        le=8.0,
-        description="GPUs per actor; a fraction packs several actors on one GPU.",
+    num_gpus: Annotated[float, Field(ge=0.0, le=8.0)] | Literal["auto"] = Field(
+        "auto",
+        description="GPUs per actor; a fraction packs several actors on one GPU. 'auto': "
+        f"{AUTO_GPUS_PER_ACTOR} per actor when the cluster has GPUs (the two model stages "
+        "share each GPU), else 0 (CPU).",
     )
     num_cpus: float = Field(
         0.25,

@@ -62,11 +62,9 @@ def test_killed_job_resumes_and_ends_with_every_image_once(tmp_path):
 def test_model_stages_share_a_logical_gpu_without_deadlock(tmp_path):
     images = tmp_path / "images"
     write_images(images, 6)
+    # num_gpus is left at 'auto': the logical GPU must be found and shared by both stages.
     spec = write_job_spec(
-        tmp_path,
-        "gpu",
-        images,
-        "stage1: {batch_size: 2, num_gpus: 0.5}\nrefiner: {batch_size: 2, num_gpus: 0.5}\n",
+        tmp_path, "gpu", images, "stage1: {batch_size: 2}\nrefiner: {batch_size: 2}\n"
     )
     result = run_cli(
         "run",
@@ -83,6 +81,7 @@ def test_model_stages_share_a_logical_gpu_without_deadlock(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     stats = json.loads((tmp_path / "out" / "gpu" / "stats.json").read_text())
     assert stats["images_ok"] == 6
+    assert stats["gpus_per_actor"] == {"stage1": 0.5, "refiner": 0.5}
     # Accelerator-seconds are accounted at 0.5 GPU per actor for both model stages.
     model_busy = sum(
         s["busy_s"] for s in stats["stages"] if s["name"].endswith(("CoarseStage)", "RefineStage)"))
