@@ -11,9 +11,23 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from model.inference import CoarsePoseModel, PoseRefinerModel, load_stage_model, resolve_device
+from model.inference import (
+    CoarsePoseModel,
+    PoseRefinerModel,
+    RefinedPoses,
+    load_stage_model,
+    resolve_device,
+)
 from model.keypoints import NUM_KEYPOINTS, SKELETON
-from pipeline.stages import Batch, annotation_table, ok_rows, person_records, require_columns
+from pipeline.stages import (
+    Batch,
+    annotation_table,
+    ok_rows,
+    per_image_or_isolated,
+    person_records,
+    require_columns,
+    with_internal_errors,
+)
 from schemas.spec import StageSpec
 
 
@@ -33,17 +47,23 @@ class CoarseStage:
         scores = np.zeros((n, self.proposals), np.float32)
         peaks = np.zeros((n, NUM_KEYPOINTS, self.peaks, 3), np.float32)
         limbs = np.zeros((n, len(SKELETON), self.peaks, self.peaks), np.float32)
-        for i, result in zip(ok, self.model([batch["image"][i] for i in ok]), strict=True):
+        results = per_image_or_isolated(self.model, [batch["image"][i] for i in ok])
+        failures = {}
+        for i, result in zip(ok, results, strict=True):
+            if isinstance(result, Exception):
+                failures[i] = result
+                continue
             k = len(result.box_scores)
             boxes[i, :k], scores[i, :k] = result.boxes_xyxy, result.box_scores
             peaks[i], limbs[i] = result.peaks_xys, result.limb_scores
-        return {
+        out = {
             **batch,
             "prop_boxes": boxes,
             "prop_scores": scores,
             "peaks": peaks,
             "limb_scores": limbs,
         }
+        return with_internal_errors(out, failures, "stage 1")
 
 
 class RefineStage:
@@ -61,11 +81,21 @@ class RefineStage:
             batch, ("status", "image", "scale", "person_boxes", "num_persons"), "stage 3"
         )
         ok = ok_rows(batch)
-        boxes = [batch["person_boxes"][i, : batch["num_persons"][i]] for i in ok]
-        refined = self.model([batch["image"][i] for i in ok], boxes)
+        items = [
+            (batch["image"][i], batch["person_boxes"][i, : batch["num_persons"][i]]) for i in ok
+        ]
+        refined = per_image_or_isolated(self._refine, items)
         persons: list[list[dict[str, Any]]] = [[] for _ in batch["status"]]
         runs = np.zeros(len(batch["status"]), np.int32)
+        failures = {}
         for i, poses in zip(ok, refined, strict=True):
+            if isinstance(poses, Exception):
+                failures[i] = poses
+                continue
             persons[i] = person_records(batch, i, poses.kpts_xys, poses.pose_scores)
             runs[i] = len(poses.pose_scores) * self.passes_per_crop
-        return annotation_table(batch, persons, runs)
+        return annotation_table(with_internal_errors(batch, failures, "stage 3"), persons, runs)
+
+    def _refine(self, items: list[tuple[np.ndarray, np.ndarray]]) -> list[RefinedPoses]:
+        """Crops of all ``(image, boxes)`` items refined together (batched across images)."""
+        return self.model([image for image, _ in items], [boxes for _, boxes in items])

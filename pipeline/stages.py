@@ -8,14 +8,16 @@ do need it, live in ``pipeline/actors.py``).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
 from model.filtering import filter_proposals
 from model.keypoints import NUM_KEYPOINTS
-from model.types import CoarseProposals
+from model.types import CoarseProposals, FilterCounts
 from pipeline.decode import DecodedImage, fetch_and_decode
 from pipeline.storage import filesystem_for, image_id_for
 from schemas.filtering import FilterSpec
@@ -30,6 +32,10 @@ from schemas.output import (
 from schemas.spec import DecodeSpec, StorageSpec
 
 Batch = dict[str, np.ndarray]
+T = TypeVar("T")
+R = TypeVar("R")
+# Counters the filter produces per image; the refiner adds ``refinement_runs``.
+FILTER_COUNT_FIELDS = tuple(f.name for f in fields(FilterCounts))
 _EMPTY_IMAGE = np.zeros((1, 1, 3), dtype=np.uint8)
 
 
@@ -41,7 +47,38 @@ def require_columns(batch: Batch, columns: tuple[str, ...], stage: str) -> None:
 
 
 def ok_rows(batch: Batch) -> np.ndarray:
+    """Indices of the rows still ``ok``."""
     return np.flatnonzero(batch["status"] == STATUS_OK)
+
+
+def per_image_or_isolated(run: Callable[[list[T]], list[R]], items: list[T]) -> list[R | Exception]:
+    """``run(items)`` in one call; if that raises, each item alone, keeping each one's failure.
+
+    One bad image (or an out-of-memory batch) must cost at most that image, never the job.
+    """
+    try:
+        return list(run(items))
+    except Exception:
+        results: list[R | Exception] = []
+        for item in items:
+            try:
+                results.append(run([item])[0])
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+
+def with_internal_errors(batch: Batch, failures: dict[int, Exception], stage: str) -> Batch:
+    """``batch`` with rows ``failures`` turned into ``internal`` error rows (batches are read-only)."""
+    if not failures:
+        return batch
+    status = batch["status"].astype(object).copy()
+    kinds = batch["error_kind"].astype(object).copy()
+    messages = batch["error_message"].astype(object).copy()
+    for i, exc in failures.items():
+        status[i], kinds[i] = STATUS_ERROR, "internal"
+        messages[i] = f"[internal] {stage} failed on this image: {type(exc).__name__}: {exc}"
+    return {**batch, "status": status, "error_kind": kinds, "error_message": messages}
 
 
 # -- fetch + decode (tasks) ------------------------------------------------------------------
@@ -110,17 +147,22 @@ def filter_batch(batch: Batch, spec: FilterSpec) -> Batch:
         "person_coarse": np.zeros((n, m, NUM_KEYPOINTS, 3), np.float32),
         "person_recovered": np.zeros((n, m), bool),
         "num_persons": np.zeros(n, np.int32),
-        **{f"count_{name}": np.zeros(n, np.int32) for name in COUNT_FIELDS},
+        **{f"count_{name}": np.zeros(n, np.int32) for name in FILTER_COUNT_FIELDS},
     }
+    failures: dict[int, Exception] = {}
     for i in ok_rows(batch):
         image = batch["image"][i]
-        props = CoarseProposals(
-            boxes_xyxy=batch["prop_boxes"][i],
-            box_scores=batch["prop_scores"][i],
-            peaks_xys=batch["peaks"][i],
-            limb_scores=batch["limb_scores"][i],
-        )
-        persons = filter_proposals(props, spec, (image.shape[1], image.shape[0]))
+        try:
+            props = CoarseProposals(
+                boxes_xyxy=batch["prop_boxes"][i],
+                box_scores=batch["prop_scores"][i],
+                peaks_xys=batch["peaks"][i],
+                limb_scores=batch["limb_scores"][i],
+            )
+            persons = filter_proposals(props, spec, (image.shape[1], image.shape[0]))
+        except Exception as exc:
+            failures[i] = exc
+            continue
         k = len(persons.box_scores)
         out["person_boxes"][i, :k] = persons.boxes_xyxy
         out["person_box_scores"][i, :k] = persons.box_scores
@@ -134,7 +176,7 @@ def filter_batch(batch: Batch, spec: FilterSpec) -> Batch:
         for k, v in batch.items()
         if k not in ("prop_boxes", "prop_scores", "peaks", "limb_scores")
     }
-    return {**keep, **out}
+    return with_internal_errors({**keep, **out}, failures, "filter")
 
 
 def person_records(
@@ -164,11 +206,7 @@ def annotation_table(
 ) -> pa.Table:
     """The final rows of a batch in ``ANNOTATION_SCHEMA``."""
     ok = batch["status"] == STATUS_OK
-    counts = {
-        name: batch[f"count_{name}"].astype(np.int32)
-        for name in COUNT_FIELDS
-        if name != "refinement_runs"
-    }
+    counts = {name: batch[f"count_{name}"].astype(np.int32) for name in FILTER_COUNT_FIELDS}
     counts["refinement_runs"] = runs
     return pa.table(
         {

@@ -1,0 +1,73 @@
+"""The Ray Data stages called directly on batches, as Ray would call them (no Ray runtime)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.actors import CoarseStage, RefineStage
+from pipeline.stages import decode_batch, filter_batch
+from schemas.filtering import FilterSpec
+from schemas.output import ANNOTATION_SCHEMA
+from schemas.spec import DecodeSpec, StageSpec, StorageSpec
+from tests.helpers import REPO_ROOT
+
+SAMPLES = sorted(str(p) for p in (REPO_ROOT / "jobs" / "samples").glob("*.jpg"))[:3]
+
+
+@pytest.fixture(scope="module")
+def stages():
+    stage1 = CoarseStage(StageSpec(), "cpu", proposals=50, peaks=10, kpt_thr=0.1)
+    refiner = RefineStage(StageSpec(), "cpu", flip_test=False, max_crops=16)
+    return stage1, refiner
+
+
+def run_chain(batch, stages):
+    stage1, refiner = stages
+    return refiner(filter_batch(stage1(batch), FilterSpec()))
+
+
+def decoded(uris):
+    return decode_batch({"uri": np.array(uris)}, DecodeSpec(max_side=512), StorageSpec())
+
+
+def test_chain_turns_every_uri_into_one_row_of_the_output_schema(stages, tmp_path):
+    uris = [*SAMPLES, str(tmp_path / "missing.jpg")]
+    table = run_chain(decoded(uris), stages)
+    assert table.schema.equals(ANNOTATION_SCHEMA, check_metadata=False)
+    rows = table.to_pylist()
+    assert [r["uri"] for r in rows] == uris
+    assert [r["status"] for r in rows] == ["ok", "ok", "ok", "error"]
+    assert rows[-1]["error_kind"] == "missing" and rows[-1]["persons"] == []
+    assert sum(len(r["persons"]) for r in rows) > 0
+    for row in rows[:3]:
+        counts = row["counts"]
+        assert counts["proposals"] == 50
+        assert len(row["persons"]) == counts["accepted"] + counts["recovered"]
+        assert counts["refinement_runs"] == len(row["persons"])
+
+
+def test_an_image_that_breaks_a_model_costs_only_its_own_row(stages):
+    batch = decoded(SAMPLES[:2])
+    broken = np.empty(2, dtype=object)
+    broken[0] = np.zeros((40, 30), np.uint8)  # no colour axis: the model cannot take it
+    broken[1] = batch["image"][1]
+    table = run_chain({**batch, "image": broken}, stages)
+    first, second = table.to_pylist()
+    assert (first["status"], first["error_kind"]) == ("error", "internal")
+    assert first["error_message"].startswith("[internal] stage 1 failed on this image")
+    assert second["status"] == "ok" and second["counts"]["proposals"] == 50
+
+
+def test_a_row_that_breaks_the_filter_costs_only_its_own_row(stages):
+    stage1, refiner = stages
+    batch = stage1(decoded(SAMPLES[:2]))
+    peaks = np.empty(2, dtype=object)
+    peaks[0] = np.zeros((5, 3), np.float32)  # wrong shape: CoarseProposals refuses it
+    peaks[1] = batch["peaks"][1]
+    filtered = filter_batch({**batch, "peaks": peaks}, FilterSpec())
+    assert list(filtered["status"]) == ["error", "ok"]
+    assert (
+        "filter failed" in filtered["error_message"][0] and "peaks" in filtered["error_message"][0]
+    )
+    assert refiner(filtered).num_rows == 2
