@@ -25,6 +25,7 @@ from model.image import letterbox, make_refiner_crops, to_network_input
 from model.keypoints import FLIP_PAIRS, NUM_KEYPOINTS
 from model.peaks import extract_peaks, paf_limb_scores
 from model.refine_net import PoseRefinementNet
+from model.targets import from_heatmap_coords
 from model.types import CoarseProposals
 from schemas.model import coarse_preset, refiner_preset
 
@@ -139,8 +140,8 @@ class CoarsePoseModel:
         limb_scores = paf_limb_scores(out.pafs.float(), peaks_hm)
         boxes_in = boxes_in.cpu().numpy().astype(np.float64)
         peaks = peaks_hm.cpu().numpy().astype(np.float64)
-        # Heatmap pixel centres → input pixels (pixel-centre convention), then → image pixels.
-        peaks[..., :2] = (peaks[..., :2] + 0.5) * cfg.stride - 0.5
+        # Heatmap pixels → input pixels here, → image pixels per image below.
+        peaks[..., :2] = from_heatmap_coords(peaks[..., :2], cfg.stride)
         results = []
         for i, (image, scale) in enumerate(zip(images_rgb, scales, strict=True)):
             height, width = image.shape[:2]

@@ -26,6 +26,11 @@ def to_heatmap_coords(coords_in: np.ndarray, stride: float) -> np.ndarray:
     return (np.asarray(coords_in, dtype=np.float64) + 0.5) / stride - 0.5
 
 
+def from_heatmap_coords(coords_map: np.ndarray, stride: float) -> np.ndarray:
+    """Inverse of :func:`to_heatmap_coords`: map pixels -> input pixels. Shapes ``[..., 2]``."""
+    return (np.asarray(coords_map, dtype=np.float64) + 0.5) * stride - 0.5
+
+
 def gaussian_heatmaps(
     kpts_hm_xy: np.ndarray, weights: np.ndarray, out_hw: tuple[int, int], sigma: float
 ) -> torch.Tensor:

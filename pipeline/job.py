@@ -129,7 +129,8 @@ def run_job(
     ctx.enable_progress_bars = False
     for bad in quarantine_incomplete_files(paths.annotations, spec.storage):
         logger.warning("set aside incomplete annotation file from an interrupted run: %s", bad)
-    done = set(read_annotations(paths.annotations, spec.storage).column("uri").to_pylist())
+    written = read_annotations(paths.annotations, spec.storage, columns=["uri"])
+    done = set(written.column("uri").to_pylist())
     todo = [u for u in uris if u not in done]
     if done:
         logger.info(

@@ -104,11 +104,19 @@ def quarantine_incomplete_files(annotations_uri: str, storage: StorageSpec) -> l
     return bad
 
 
-def read_annotations(annotations_uri: str, storage: StorageSpec) -> pa.Table:
-    """Every annotation row under ``annotations_uri`` (all runs), in ``ANNOTATION_SCHEMA``."""
+def read_annotations(
+    annotations_uri: str, storage: StorageSpec, columns: list[str] | None = None
+) -> pa.Table:
+    """Every annotation row under ``annotations_uri`` (all runs), in ``ANNOTATION_SCHEMA``.
+
+    ``columns`` reads only those (a resume needs just ``uri``, not every pose).
+    """
     fs, files = _parquet_files(annotations_uri, storage)
     tables = []
     for path in files:
         with fs.open(path, "rb") as fh:  # type: ignore[attr-defined]
-            tables.append(pq.read_table(fh, schema=ANNOTATION_SCHEMA))
-    return pa.concat_tables(tables) if tables else ANNOTATION_SCHEMA.empty_table()
+            tables.append(pq.read_table(fh, columns=columns, schema=ANNOTATION_SCHEMA))
+    if tables:
+        return pa.concat_tables(tables)
+    empty = ANNOTATION_SCHEMA.empty_table()
+    return empty.select(columns) if columns else empty

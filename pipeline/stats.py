@@ -90,13 +90,27 @@ def count_rows(table: pa.Table) -> dict[str, Any]:
     sums = {name: int(pc.sum(pc.struct_field(counts, name)).as_py() or 0) for name in COUNT_FIELDS}
     persons = int(pc.sum(pc.list_value_length(table.column("persons"))).as_py() or 0)
     return {
-        "rows": table.num_rows,
         "images_ok": int(pc.sum(pc.equal(status, STATUS_OK)).as_py() or 0),
         "images_error": len(errors),
         "errors_by_kind": dict(sorted(Counter(errors).items())),
         "persons": persons,
         **sums,
     }
+
+
+def exactly_once_violations(uris_in: list[str], uris_written: list[str]) -> list[str]:
+    """``[internal]`` warnings unless every input URI was written exactly once."""
+    notes = []
+    written = Counter(uris_written)
+    missing = set(uris_in) - written.keys()
+    duplicated = sorted(u for u, n in written.items() if n > 1)
+    for what, found in (("without a row", missing), ("with several rows", duplicated)):
+        if found:
+            notes.append(
+                f"[internal] {len(found)} image(s) {what}, e.g. {sorted(found)[0]}; "
+                "every image must leave exactly one row"
+            )
+    return notes
 
 
 @dataclass(frozen=True)
@@ -115,16 +129,20 @@ class RunFacts:
 
 def build_stats(spec: JobSpec, annotations_uri: str, run: RunFacts) -> JobStats:
     """Assemble the job's statistics from its output rows and the executed dataset."""
-    table = read_annotations(annotations_uri, spec.storage)
-    counts = count_rows(table)
     uris = run.listing.uris
+    table = read_annotations(annotations_uri, spec.storage)
+    of_inputs = pc.is_in(table.column("uri"), value_set=pa.array(uris, pa.string()))
+    stale = table.num_rows - int(pc.sum(of_inputs).as_py() or 0)
+    table = table.filter(of_inputs)  # the statistics describe this job's inputs
+    counts = count_rows(table)
     stages, text = stage_stats(run.dataset)
     notes = list(run.warnings)
-    if counts["rows"] != len(uris):
+    if stale:
         notes.append(
-            f"[internal] {len(uris)} images in but {counts['rows']} rows written; "
-            "every image must leave exactly one row"
+            f"{stale} row(s) written by earlier runs are for images no longer among the inputs; "
+            "they are left in place and not counted here"
         )
+    notes += exactly_once_violations(uris, table.column("uri").to_pylist())
     persons = counts["persons"]
     return JobStats(
         job_id=spec.job_id,

@@ -15,6 +15,7 @@ from pipeline.storage import image_id_for
 from schemas.output import ANNOTATION_SCHEMA
 from schemas.spec import JobSpec
 from tests.conftest import NO_PROGRESS_TIMEOUT_S
+from tests.helpers import REPO_ROOT
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -83,3 +84,23 @@ def test_coco_sample_from_s3_yields_one_row_per_image_with_true_sizes(
         assert pq.read_table(fh).column("images_in").to_pylist() == [6]
     files = sorted(fs.find(f"{root}/annotations"))
     assert files and all("/annotations/run-000-part-" in f for f in files)
+
+
+def test_rerun_with_fewer_inputs_counts_only_the_inputs(tmp_path):
+    samples = sorted((REPO_ROOT / "jobs" / "samples").glob("*.jpg"))[:3]
+    first = JobSpec.parse(
+        {"job_id": "shrink", "inputs": [str(p) for p in samples], "output": str(tmp_path)}
+    )
+    assert run_job(first, no_progress_timeout_s=NO_PROGRESS_TIMEOUT_S).images_ok == 3
+    second = JobSpec.parse(
+        {**first.model_dump(mode="json"), "inputs": [str(p) for p in samples[:2]]}
+    )
+    stats = run_job(second, no_progress_timeout_s=NO_PROGRESS_TIMEOUT_S)
+    assert (stats.images_in, stats.images_ok, stats.images_error, stats.images_this_run) == (
+        2,
+        2,
+        0,
+        0,
+    )
+    assert any("no longer among the inputs" in w for w in stats.warnings)
+    assert not any(w.startswith("[internal]") for w in stats.warnings)

@@ -108,3 +108,11 @@ def test_detection_targets_round_trip_through_decoding() -> None:
     np.testing.assert_allclose(decoded[0, :2].numpy()[order], boxes, atol=1e-4)
     assert scores[0, :2].min().item() == pytest.approx(torch.sigmoid(torch.tensor(5.0)).item())
     assert scores[0, 2:].max().item() < 0.01  # the plateau far from boxes scores sigmoid(-5)
+
+
+def test_heatmap_coords_round_trip():
+    from model.targets import from_heatmap_coords
+
+    pts = np.array([[0.0, 0.0], [3.0, 7.5], [-0.5, 126.25]])
+    np.testing.assert_allclose(from_heatmap_coords(to_heatmap_coords(pts, 4), 4), pts, atol=1e-12)
+    np.testing.assert_allclose(to_heatmap_coords([[1.5, 5.5]], 4), [[0.0, 1.0]])
