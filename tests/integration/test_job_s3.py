@@ -20,24 +20,24 @@ from tests.helpers import REPO_ROOT
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 
-def upload_coco_sample(shared_data, endpoint: str, bucket: str) -> dict[str, tuple[int, int]]:
+def upload_coco_sample(sample_data, endpoint: str, bucket: str) -> dict[str, tuple[int, int]]:
     """Put the real COCO sample under s3://bucket/coco/; return key → (width, height) from the JSON."""
     client = boto3.client("s3", endpoint_url=endpoint)
-    images = json.loads((shared_data / "coco_sample" / "annotations.json").read_text())["images"]
+    images = json.loads((sample_data / "coco_sample" / "annotations.json").read_text())["images"]
     sizes = {}
     for image in images:
         key = f"coco/{image['file_name']}"
         client.upload_file(
-            str(shared_data / "coco_sample" / "images" / image["file_name"]), bucket, key
+            str(sample_data / "coco_sample" / "images" / image["file_name"]), bucket, key
         )
         sizes[f"s3://{bucket}/{key}"] = (image["width"], image["height"])
     return sizes
 
 
 def test_coco_sample_from_s3_yields_one_row_per_image_with_true_sizes(
-    shared_data, s3_endpoint, s3_bucket
+    sample_data, s3_endpoint, s3_bucket
 ):
-    sizes = upload_coco_sample(shared_data, s3_endpoint, s3_bucket)
+    sizes = upload_coco_sample(sample_data, s3_endpoint, s3_bucket)
     boto3.client("s3", endpoint_url=s3_endpoint).put_object(
         Bucket=s3_bucket, Key="coco/broken.jpg", Body=b"not a jpeg"
     )
@@ -56,12 +56,18 @@ def test_coco_sample_from_s3_yields_one_row_per_image_with_true_sizes(
     assert stats.images_in == 6
     assert (stats.images_ok, stats.images_error) == (4, 2)
     assert stats.errors_by_kind == {"missing": 1, "unreadable": 1}
-    assert stats.warnings == [] or all("RANDOM" in w for w in stats.warnings)
+    # The bundled demonstration weights, not random ones: no RANDOM-weights warning, no other.
+    assert stats.weights == {
+        "stage1": "bundled:stage1_tiny.pt",
+        "refiner": "bundled:refiner_tiny.pt",
+    }
+    assert stats.warnings == []
 
     table = read_annotations(JobPaths.for_spec(spec).annotations, spec.storage)
     assert table.schema.equals(ANNOTATION_SCHEMA, check_metadata=False)
     rows = {r["uri"]: r for r in table.to_pylist()}
     assert len(rows) == table.num_rows == 6
+    assert sum(len(rows[uri]["persons"]) for uri in sizes) == stats.persons > 0
     for uri, (width, height) in sizes.items():
         row = rows[uri]
         assert row["status"] == "ok", row
@@ -71,6 +77,7 @@ def test_coco_sample_from_s3_yields_one_row_per_image_with_true_sizes(
             x, y, w, h = person["box_xywh"]
             assert x >= 0 and y >= 0 and x + w <= width and y + h <= height
             assert len(person["keypoints"]) == 51
+            assert 0 < person["pose_score"] <= 1 and 0 < person["box_score"] <= 1
     assert rows[f"s3://{s3_bucket}/coco/absent.jpg"]["error_kind"] == "missing"
     assert rows[f"s3://{s3_bucket}/coco/broken.jpg"]["error_kind"] == "unreadable"
 

@@ -46,11 +46,11 @@ def keypoint_ap(gt: COCO, rows: list[dict]) -> float:
 @pytest.mark.parametrize(
     "max_side, flip_test", [(1024, False), (320, True)], ids=["full-size", "smaller-with-flip-test"]
 )
-def test_bundled_weights_recover_their_training_poses(shared_data, tmp_path, max_side, flip_test):
+def test_bundled_weights_recover_their_training_poses(sample_data, tmp_path, max_side, flip_test):
     spec = JobSpec.parse(
         {
             "job_id": "coco",
-            "inputs": [str(shared_data / "coco_sample" / "images")],
+            "inputs": [str(sample_data / "coco_sample" / "images")],
             "output": str(tmp_path),
             "decode": {"max_side": max_side},
             "flip_test": flip_test,
@@ -62,7 +62,10 @@ def test_bundled_weights_recover_their_training_poses(shared_data, tmp_path, max
         "refiner": "bundled:refiner_tiny.pt",
     }
     rows = read_annotations(JobPaths.for_spec(spec).annotations, spec.storage).to_pylist()
-    gt = COCO(str(shared_data / "coco_sample" / "annotations.json"))
+    # Every detected person has a real pose score: mean keypoint score above the floor.
+    pose_scores = [person["pose_score"] for row in rows for person in row["persons"]]
+    assert pose_scores and all(0.2 < score <= 1 for score in pose_scores)
+    gt = COCO(str(sample_data / "coco_sample" / "annotations.json"))
     ap = keypoint_ap(gt, rows)
     assert ap >= 0.6, f"keypoint AP {ap:.3f} through the whole pipeline"
     assert stats.refinement_runs == (2 if flip_test else 1) * stats.persons > 0

@@ -23,8 +23,8 @@ STEPS = 100
 MIN_LOSS_CUT = 5.0
 
 
-def _records(shared_data: Path) -> list:
-    root = shared_data / "coco_sample"
+def _records(sample_data: Path) -> list:
+    root = sample_data / "coco_sample"
     return load_coco_keypoints(str(root / "annotations.json"), str(root / "images"))
 
 
@@ -40,10 +40,10 @@ def _loss_cut(record: dict) -> float:
 
 
 @pytest.mark.slow
-def test_tiny_stage1_cuts_its_loss(shared_data: Path, tmp_path: Path) -> None:
+def test_tiny_stage1_cuts_its_loss(sample_data: Path, tmp_path: Path) -> None:
     torch.set_num_threads(2)
     cfg = coarse_preset("tiny")
-    dataset = Stage1Dataset(_records(shared_data), cfg, augment=False)
+    dataset = Stage1Dataset(_records(sample_data), cfg, augment=False)
     items = [dataset[i] for i in range(len(dataset))]
     record = train("stage1", cfg, items, STEPS, tmp_path / "stage1.pt", log_every=10)
     assert _loss_cut(record) >= MIN_LOSS_CUT, record
@@ -53,10 +53,10 @@ def test_tiny_stage1_cuts_its_loss(shared_data: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_tiny_refiner_cuts_its_loss_and_localises_training_keypoints(
-    shared_data: Path, tmp_path: Path
+    sample_data: Path, tmp_path: Path
 ) -> None:
     torch.set_num_threads(2)
-    records = _records(shared_data)
+    records = _records(sample_data)
     cfg = refiner_preset("tiny")
     dataset = RefinerDataset(records, cfg, augment=False)
     items = [dataset[i] for i in range(len(dataset))]

@@ -21,8 +21,8 @@ from model.keypoints import (
 )
 
 
-def test_definitions_match_the_coco_category(shared_data):
-    category = json.loads((shared_data / "coco_sample" / "annotations.json").read_text())[
+def test_definitions_match_the_coco_category(sample_data):
+    category = json.loads((sample_data / "coco_sample" / "annotations.json").read_text())[
         "categories"
     ][0]
     assert tuple(category["keypoints"]) == KEYPOINT_NAMES
@@ -60,8 +60,8 @@ def _perturbed_detections(gt: COCO, seed: int) -> list[dict]:
     return dets
 
 
-def test_oks_equals_pycocotools_compute_oks(shared_data):
-    gt = COCO(str(shared_data / "coco_sample" / "annotations.json"))
+def test_oks_equals_pycocotools_compute_oks(sample_data):
+    gt = COCO(str(sample_data / "coco_sample" / "annotations.json"))
     dt = gt.loadRes(copy.deepcopy(_perturbed_detections(gt, seed=7)))
     evaluator = COCOeval(gt, dt, "keypoints")
     evaluator._prepare()

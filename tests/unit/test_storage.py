@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -22,8 +24,16 @@ def test_image_ids_are_stable_distinct_and_non_negative():
     ids = {image_id_for(f"s3://bucket/img_{i}.jpg") for i in range(2000)}
     assert len(ids) == 2000 and min(ids) >= 0 and max(ids) < 2**63
     # A fixed value: ids must not change between releases, or resumed jobs duplicate rows.
-    assert image_id_for("s3://bucket/a.jpg") == image_id_for("s3://bucket/a.jpg")
     assert image_id_for("s3://bucket/a.jpg") == 7544118422693856505
+
+
+def test_image_id_is_the_documented_blake2b_hash_of_the_utf8_uri():
+    # Independent of the code: 8-byte BLAKE2b of the UTF-8 URI, big-endian, top bit cleared.
+    # This URI is non-ASCII and its digest has the top bit set, so both details matter.
+    uri = "gs://photos/été/01.png"
+    digest = int.from_bytes(hashlib.blake2b(uri.encode("utf-8"), digest_size=8).digest(), "big")
+    assert digest >= 2**63
+    assert image_id_for(uri) == digest - 2**63 == 2473090314008888597
 
 
 def test_prefixes_are_listed_recursively_by_extension(tmp_path):
