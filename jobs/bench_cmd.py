@@ -39,7 +39,7 @@ def sample_corpus(folder: Path, count: int, seed: int = 0) -> list[str]:
     """
     from PIL import Image, ImageOps
 
-    from jobs.cli import sample_images
+    from jobs.run_cmd import sample_images
 
     folder.mkdir(parents=True, exist_ok=True)
     sources = [Image.open(p).convert("RGB") for p in sample_images()]

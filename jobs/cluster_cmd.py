@@ -87,7 +87,9 @@ def _reject_inline_credentials(spec: JobSpec) -> None:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    overrides = {k: v for k, v in (("job_id", args.job_id), ("output", args.output)) if v}
+    overrides = {
+        k: v for k, v in (("job_id", args.job_id), ("output", args.output)) if v is not None
+    }
     spec = JobSpec.from_yaml(args.spec, overrides)
     _reject_inline_credentials(spec)
     client = jobs_client(args.address)

@@ -10,8 +10,10 @@ It is always read with ``torch.load(weights_only=True)``: nothing pickled is tru
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import fsspec
@@ -34,6 +36,11 @@ _CONFIG_TYPES: dict[str, type[CoarseNetConfig] | type[RefinerConfig]] = {
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file and the problem."""
+
+
+def checkpoint_sha256(data: bytes) -> str:
+    """Hex SHA-256 of a checkpoint's bytes: its identity in a job's fingerprint."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def build_model(kind: CheckpointKind, config: CoarseNetConfig | RefinerConfig) -> nn.Module:
@@ -123,20 +130,34 @@ def _load_failure_reason(exc: Exception) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def read_checkpoint_dict(
-    path_or_uri: str | os.PathLike, map_location: str | torch.device = "cpu"
-) -> dict[str, Any]:
-    """The raw checkpoint dict, read with ``weights_only=True`` and checked for its keys.
+def read_checkpoint_bytes(
+    path_or_uri: str | os.PathLike, storage_options: Mapping[str, Any] | None = None
+) -> bytes:
+    """The bytes of a checkpoint file (local path or fsspec URI opened with ``storage_options``).
 
     Raises:
-        CheckpointError: unreadable, holds pickled objects, or lacks required keys.
+        CheckpointError: missing or unreadable.
     """
     name = os.fspath(path_or_uri)
     try:
-        with fsspec.open(name, "rb") as f:
-            data = f.read()
+        if "://" not in name:  # a local path; fsspec would read "::" in a name as a URL chain
+            with open(name, "rb") as f:
+                return f.read()
+        with fsspec.open(name, "rb", **dict(storage_options or {})) as f:
+            return f.read()
     except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{name}: cannot read checkpoint ({exc})") from exc
+        reason = "no such file" if isinstance(exc, FileNotFoundError) else str(exc)
+        raise CheckpointError(f"{name}: cannot read checkpoint ({reason})") from exc
+
+
+def parse_checkpoint_bytes(
+    data: bytes, name: str, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """The checkpoint dict in ``data``, read with ``weights_only=True`` and checked for its keys.
+
+    Raises:
+        CheckpointError: holds pickled objects, is not a checkpoint, or lacks required keys.
+    """
     try:
         payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for untrusted input
@@ -158,8 +179,26 @@ def read_checkpoint_dict(
     return payload
 
 
+def read_checkpoint_dict(
+    path_or_uri: str | os.PathLike,
+    map_location: str | torch.device = "cpu",
+    storage_options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The raw checkpoint dict, read with ``weights_only=True`` and checked for its keys.
+
+    Raises:
+        CheckpointError: unreadable, holds pickled objects, or lacks required keys.
+    """
+    name = os.fspath(path_or_uri)
+    return parse_checkpoint_bytes(read_checkpoint_bytes(name, storage_options), name, map_location)
+
+
 def load_checkpoint(
-    path_or_uri: str | os.PathLike, kind: CheckpointKind, map_location: str | torch.device = "cpu"
+    path_or_uri: str | os.PathLike,
+    kind: CheckpointKind,
+    map_location: str | torch.device = "cpu",
+    storage_options: Mapping[str, Any] | None = None,
+    expected_sha256: str | None = None,
 ) -> tuple[nn.Module, CoarseNetConfig | RefinerConfig, dict[str, Any]]:
     """Rebuild a network from a checkpoint.
 
@@ -167,18 +206,36 @@ def load_checkpoint(
         path_or_uri: local path or fsspec URI.
         kind: the expected kind, ``stage1`` or ``refiner``.
         map_location: where tensors are loaded.
+        storage_options: fsspec options for a URI (endpoint, credentials).
+        expected_sha256: refuse the file unless its bytes hash to this (a checkpoint
+            replaced after a job checked it must not slip into that job).
 
     Returns:
         ``(model in eval mode, config, record)``.
 
     Raises:
         CheckpointError: unreadable, pickled objects, wrong kind, missing keys, invalid config,
-            or a state dict that does not fit the config.
+            a state dict that does not fit the config, or not the expected bytes.
     """
     name = os.fspath(path_or_uri)
     if kind not in _CONFIG_TYPES:
         raise CheckpointError(f"{name}: got kind {kind!r}; expected 'stage1' or 'refiner'")
-    payload = read_checkpoint_dict(name, map_location)
+    data = read_checkpoint_bytes(name, storage_options)
+    if expected_sha256 is not None and checkpoint_sha256(data) != expected_sha256:
+        raise CheckpointError(
+            f"{name}: changed since the job checked it (sha256 {checkpoint_sha256(data)[:12]}…, "
+            f"expected {expected_sha256[:12]}…)"
+        )
+    return model_from_checkpoint_bytes(data, name, kind, map_location)
+
+
+def model_from_checkpoint_bytes(
+    data: bytes, name: str, kind: CheckpointKind, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, CoarseNetConfig | RefinerConfig, dict[str, Any]]:
+    """``load_checkpoint`` on bytes already read; ``name`` is used in messages."""
+    if kind not in _CONFIG_TYPES:
+        raise CheckpointError(f"{name}: got kind {kind!r}; expected 'stage1' or 'refiner'")
+    payload = parse_checkpoint_bytes(data, name, map_location)
     if payload["kind"] != kind:
         raise CheckpointError(f"{name}: holds a {payload['kind']!r} checkpoint, expected {kind!r}")
     try:

@@ -9,6 +9,7 @@ around these two callables.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +18,12 @@ import numpy as np
 import torch
 
 from model.boxes import clip_boxes
-from model.checkpoint import load_checkpoint
+from model.checkpoint import (
+    checkpoint_sha256,
+    load_checkpoint,
+    model_from_checkpoint_bytes,
+    read_checkpoint_bytes,
+)
 from model.coarse_net import CoarsePoseNet
 from model.decode import decode_heatmaps, flip_heatmaps_back, heatmap_coords_to_image
 from model.detection import decode_proposals
@@ -42,12 +48,16 @@ POSE_SCORE_KEYPOINT_FLOOR = 0.2
 RANDOM_INIT_SEED = 0
 
 
+class DeviceError(RuntimeError):
+    """A device that cannot be used here; the message says which and why."""
+
+
 def resolve_device(name: str) -> torch.device:
     """``'auto'`` → CUDA when available, else CPU; ``'cuda'`` without CUDA is an error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but torch sees no CUDA device on this worker")
+        raise DeviceError("device 'cuda' requested but torch sees no CUDA device on this worker")
     if name not in ("cpu", "cuda"):
         raise ValueError(f"got {name!r} for device; expected 'auto', 'cpu' or 'cuda'")
     return torch.device(name)
@@ -72,16 +82,51 @@ def weights_source(kind: StageKind, checkpoint: str | None) -> str:
     return "random-init"
 
 
-def load_stage_model(kind: StageKind, checkpoint: str | None, device: torch.device) -> LoadedModel:
+@dataclass(frozen=True)
+class StageWeights:
+    """A stage's weights as checked before a job starts: where they come from, their hash."""
+
+    source: str  # the checkpoint URI, "bundled:NAME" or "random-init"
+    sha256: str | None  # of the checkpoint file; None for random init
+
+
+def check_stage_weights(
+    kind: StageKind, checkpoint: str | None, storage_options: Mapping[str, Any] | None = None
+) -> StageWeights:
+    """Read and fully load a stage's checkpoint on the CPU once, so that a missing, truncated,
+    foreign or wrong-network file fails before any worker starts.
+
+    Raises:
+        CheckpointError: naming the file and what is wrong with it.
+    """
+    source = weights_source(kind, checkpoint)
+    if source == "random-init":
+        return StageWeights(source, None)
+    path = checkpoint or str(BUNDLED_WEIGHTS[kind])
+    data = read_checkpoint_bytes(path, storage_options)
+    model_from_checkpoint_bytes(data, path, kind)
+    return StageWeights(source, checkpoint_sha256(data))
+
+
+def load_stage_model(
+    kind: StageKind,
+    checkpoint: str | None,
+    device: torch.device,
+    storage_options: Mapping[str, Any] | None = None,
+    expected_sha256: str | None = None,
+) -> LoadedModel:
     """Load a stage's network: the given checkpoint, else the bundled weights, else random init.
 
     Random initialisation only happens when no checkpoint is given and none is bundled;
-    ``random_init`` says so, and callers must report it.
+    ``random_init`` says so, and callers must report it. ``expected_sha256`` (from
+    ``check_stage_weights``) makes sure every worker loads the bytes the job checked.
     """
     source = weights_source(kind, checkpoint)
     if source != "random-init":
         path = checkpoint or str(BUNDLED_WEIGHTS[kind])
-        net, config, _record = load_checkpoint(path, kind, map_location=device)
+        net, config, _record = load_checkpoint(
+            path, kind, device, storage_options=storage_options, expected_sha256=expected_sha256
+        )
         return LoadedModel(net.to(device).eval(), config, source, random_init=False)
     torch.manual_seed(RANDOM_INIT_SEED)
     if kind == "stage1":

@@ -10,11 +10,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from model.inference import (
     CoarsePoseModel,
+    LoadedModel,
     PoseRefinerModel,
     RefinedPoses,
+    StageKind,
     load_stage_model,
     resolve_device,
 )
@@ -28,15 +31,38 @@ from pipeline.stages import (
     require_columns,
     with_internal_errors,
 )
-from schemas.spec import StageSpec
+from pipeline.storage import storage_options
+from schemas.spec import StageSpec, StorageSpec
+
+
+def load_stage_weights(
+    kind: StageKind,
+    stage: StageSpec,
+    device: torch.device,
+    storage: StorageSpec | None,
+    weights_sha256: str | None,
+) -> LoadedModel:
+    """A stage's network, its checkpoint read with the job's storage settings (not the
+    environment's) and checked to be the bytes the driver validated."""
+    options = storage_options(stage.checkpoint, storage) if stage.checkpoint and storage else {}
+    return load_stage_model(kind, stage.checkpoint, device, options, weights_sha256)
 
 
 class CoarseStage:
     """CoarsePoseNet on each ok image: adds fixed-shape proposal, peak and limb-score columns."""
 
-    def __init__(self, stage: StageSpec, device: str, proposals: int, peaks: int, kpt_thr: float):
+    def __init__(
+        self,
+        stage: StageSpec,
+        device: str,
+        proposals: int,
+        peaks: int,
+        kpt_thr: float,
+        storage: StorageSpec | None = None,
+        weights_sha256: str | None = None,
+    ):
         torch_device = resolve_device(device)
-        loaded = load_stage_model("stage1", stage.checkpoint, torch_device)
+        loaded = load_stage_weights("stage1", stage, torch_device, storage, weights_sha256)
         self.model = CoarsePoseModel(loaded, torch_device, proposals, peaks, kpt_thr)
         self.proposals, self.peaks = proposals, peaks
 
@@ -69,9 +95,17 @@ class CoarseStage:
 class RefineStage:
     """PoseRefinementNet over person crops batched across images; emits final Arrow rows."""
 
-    def __init__(self, stage: StageSpec, device: str, flip_test: bool, max_crops: int):
+    def __init__(
+        self,
+        stage: StageSpec,
+        device: str,
+        flip_test: bool,
+        max_crops: int,
+        storage: StorageSpec | None = None,
+        weights_sha256: str | None = None,
+    ):
         torch_device = resolve_device(device)
-        loaded = load_stage_model("refiner", stage.checkpoint, torch_device)
+        loaded = load_stage_weights("refiner", stage, torch_device, storage, weights_sha256)
         self.model = PoseRefinerModel(loaded, torch_device, flip_test, max_crops)
         # The flip test runs the refiner twice per crop; stats count forward passes.
         self.passes_per_crop = 2 if flip_test else 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -13,6 +14,8 @@ from schemas.output import ANNOTATION_SCHEMA
 from schemas.spec import JobSpec, StorageSpec
 
 INCOMPLETE_SUFFIX = ".incomplete"
+# The names PartFilenames gives; any other file in annotations/ is not the job's.
+_PART_NAME = re.compile(r"run-\d{3,}-part-\d{6,}-[A-Za-z0-9_-]+\.parquet")
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,7 @@ class JobPaths:
     stats_json: str
     stats_parquet: str
     spec_yaml: str
+    runs_json: str
 
     @classmethod
     def for_spec(cls, spec: JobSpec) -> JobPaths:
@@ -34,6 +38,7 @@ class JobPaths:
             stats_json=join_uri(root, "stats.json"),
             stats_parquet=join_uri(root, "stats.parquet"),
             spec_yaml=join_uri(root, "spec.yaml"),
+            runs_json=join_uri(root, "runs.json"),
         )
 
 
@@ -75,11 +80,27 @@ def write_text(uri: str, text: str, storage: StorageSpec) -> None:
         fh.write(text.encode("utf-8"))
 
 
-def _parquet_files(annotations_uri: str, storage: StorageSpec) -> tuple[object, list[str]]:
+def is_part_file(path: str) -> bool:
+    """True for an annotation file a DetPose job wrote (``run-RRR-part-TTTTTT-ID.parquet``)."""
+    return bool(_PART_NAME.fullmatch(path.rsplit("/", 1)[-1]))
+
+
+def _annotation_files(annotations_uri: str, storage: StorageSpec) -> tuple[object, list[str]]:
     fs, path = filesystem_for(annotations_uri, storage)
     if not fs.exists(path):
         return fs, []
-    return fs, sorted(p for p in fs.find(path) if p.endswith(".parquet"))
+    return fs, sorted(fs.find(path))
+
+
+def _parquet_files(annotations_uri: str, storage: StorageSpec) -> tuple[object, list[str]]:
+    fs, files = _annotation_files(annotations_uri, storage)
+    return fs, [p for p in files if is_part_file(p)]
+
+
+def foreign_files(annotations_uri: str, storage: StorageSpec) -> list[str]:
+    """Files in ``annotations/`` that no DetPose run wrote (left alone and never read)."""
+    _, files = _annotation_files(annotations_uri, storage)
+    return [p for p in files if not is_part_file(p) and not p.endswith(INCOMPLETE_SUFFIX)]
 
 
 def _is_complete(fs: object, path: str) -> bool:

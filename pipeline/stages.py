@@ -8,6 +8,7 @@ do need it, live in ``pipeline/actors.py``).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import fields
 from typing import Any, TypeVar
@@ -19,13 +20,14 @@ from model.filtering import filter_proposals
 from model.keypoints import NUM_KEYPOINTS
 from model.types import CoarseProposals, FilterCounts
 from pipeline.decode import DecodedImage, fetch_and_decode
-from pipeline.storage import filesystem_for, image_id_for
+from pipeline.storage import image_filesystem_for, image_id_for
 from schemas.filtering import FilterSpec
 from schemas.output import (
     ANNOTATION_SCHEMA,
     COUNT_FIELDS,
     ORIGIN_DETECTED,
     ORIGIN_RECOVERED,
+    RETRY_KINDS,
     STATUS_ERROR,
     STATUS_OK,
 )
@@ -36,6 +38,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 # Counters the filter produces per image; the refiner adds ``refinement_runs``.
 FILTER_COUNT_FIELDS = tuple(f.name for f in fields(FilterCounts))
+# Per-kind storage retries of each row's fetch, carried from decode to the output row.
+RETRY_COLUMNS = tuple(f"storage_retries_{kind}" for kind in RETRY_KINDS)
 _EMPTY_IMAGE = np.zeros((1, 1, 3), dtype=np.uint8)
 
 
@@ -85,22 +89,28 @@ def with_internal_errors(batch: Batch, failures: dict[int, Exception], stage: st
 
 
 def decode_batch(batch: Batch, decode: DecodeSpec, storage: StorageSpec) -> Batch:
-    """URIs → decoded images, or error rows with a kind and a message."""
+    """URIs → decoded images, or error rows with a kind and a message.
+
+    Every row, ok or not, carries the storage retries its fetch needed (``RETRY_COLUMNS``).
+    """
     require_columns(batch, ("uri",), "decode")
     uris = [str(u) for u in batch["uri"]]
     rows: dict[str, list[Any]] = {
         k: [] for k in ("image_id", "uri", "status", "error_kind", "error_message", "width",
-                        "height", "scale", "image")
+                        "height", "scale", "image", *RETRY_COLUMNS)
     }  # fmt: skip
     for uri in uris:
+        retries: Counter[str] = Counter()
         try:
-            fs, path = filesystem_for(uri, storage)
-            result = fetch_and_decode(fs, path, decode)
+            fs, path = image_filesystem_for(uri, storage)
+            result = fetch_and_decode(fs, path, decode, retries)
         except Exception as exc:  # a bad URI must become a row, not a failed task
             result = None
             kind, message = "storage", f"{type(exc).__name__}: {exc}"
         rows["image_id"].append(image_id_for(uri))
         rows["uri"].append(uri)
+        for column, retry_kind in zip(RETRY_COLUMNS, RETRY_KINDS, strict=True):
+            rows[column].append(retries[retry_kind])
         if isinstance(result, DecodedImage):
             rows["status"].append(STATUS_OK)
             rows["error_kind"].append("")
@@ -120,6 +130,7 @@ def decode_batch(batch: Batch, decode: DecodeSpec, storage: StorageSpec) -> Batc
         rows["scale"].append(0.0)
         rows["image"].append(_EMPTY_IMAGE)
     out = {k: np.array(v) for k, v in rows.items() if k != "image"}
+    out.update({column: np.array(rows[column], np.int32) for column in RETRY_COLUMNS})
     out["image"] = _ragged(rows["image"])
     return out
 
@@ -205,6 +216,7 @@ def annotation_table(
     batch: Batch, persons: list[list[dict[str, Any]]], runs: np.ndarray
 ) -> pa.Table:
     """The final rows of a batch in ``ANNOTATION_SCHEMA``."""
+    require_columns(batch, RETRY_COLUMNS, "output")
     ok = batch["status"] == STATUS_OK
     counts = {name: batch[f"count_{name}"].astype(np.int32) for name in FILTER_COUNT_FIELDS}
     counts["refinement_runs"] = runs
@@ -227,6 +239,10 @@ def annotation_table(
             "counts": pa.StructArray.from_arrays(
                 [pa.array(counts[name], pa.int32()) for name in COUNT_FIELDS],
                 names=list(COUNT_FIELDS),
+            ),
+            "storage_retries": pa.StructArray.from_arrays(
+                [pa.array(batch[column].astype(np.int32), pa.int32()) for column in RETRY_COLUMNS],
+                names=list(RETRY_KINDS),
             ),
         },
         schema=ANNOTATION_SCHEMA,

@@ -20,7 +20,15 @@ import pyarrow.parquet as pq
 
 from pipeline.sink import read_annotations
 from pipeline.storage import Listing, filesystem_for
-from schemas.output import COUNT_FIELDS, STATUS_ERROR, STATUS_OK, JobStats, StageStats
+from schemas.output import (
+    COUNT_FIELDS,
+    RETRY_KINDS,
+    STATUS_ERROR,
+    STATUS_OK,
+    JobStats,
+    RunRecord,
+    StageStats,
+)
 from schemas.spec import JobSpec
 
 _VERSIONED = ("detpose", "torch", "ray", "pyarrow", "numpy", "pillow", "pydantic", "s3fs", "fsspec")
@@ -37,8 +45,12 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def stage_stats(ds: Any) -> tuple[list[StageStats], str]:
-    """Per-operator busy seconds and rows/s, plus Ray Data's stats text, for an executed dataset."""
+def stage_stats(ds: Any, rows_written: int) -> tuple[list[StageStats], str]:
+    """Per-operator busy seconds and rows/s, plus Ray Data's stats text, for an executed dataset.
+
+    ``rows_written``: annotation rows this run wrote. Ray Data's write operator emits one
+    summary row per written block, so its own row count says nothing about images.
+    """
     if ds is None:
         return [], ""
     try:
@@ -58,6 +70,8 @@ def stage_stats(ds: Any) -> tuple[list[StageStats], str]:
             seen.add(op.operator_name)
             busy = float(op.wall_time.sum) if op.wall_time else 0.0
             rows = int(op.output_num_rows.sum) if op.output_num_rows else 0
+            if op.operator_name.startswith("Write"):
+                rows = rows_written
             stages.append(
                 StageStats(
                     name=op.operator_name,
@@ -89,10 +103,16 @@ def count_rows(table: pa.Table) -> dict[str, Any]:
     counts = table.column("counts")
     sums = {name: int(pc.sum(pc.struct_field(counts, name)).as_py() or 0) for name in COUNT_FIELDS}
     persons = int(pc.sum(pc.list_value_length(table.column("persons"))).as_py() or 0)
+    # Null in rows written before the column existed: counted as no retries.
+    retries = table.column("storage_retries")
+    storage_retries = {
+        kind: int(pc.sum(pc.struct_field(retries, kind)).as_py() or 0) for kind in RETRY_KINDS
+    }
     return {
         "images_ok": int(pc.sum(pc.equal(status, STATUS_OK)).as_py() or 0),
         "images_error": len(errors),
         "errors_by_kind": dict(sorted(Counter(errors).items())),
+        "storage_retries": storage_retries,
         "persons": persons,
         **sums,
     }
@@ -125,6 +145,7 @@ class RunFacts:
     gpus_per_actor: dict[str, float]
     weights: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    runs: list[RunRecord] = field(default_factory=list)
 
 
 def build_stats(spec: JobSpec, annotations_uri: str, run: RunFacts) -> JobStats:
@@ -135,7 +156,7 @@ def build_stats(spec: JobSpec, annotations_uri: str, run: RunFacts) -> JobStats:
     stale = table.num_rows - int(pc.sum(of_inputs).as_py() or 0)
     table = table.filter(of_inputs)  # the statistics describe this job's inputs
     counts = count_rows(table)
-    stages, text = stage_stats(run.dataset)
+    stages, text = stage_stats(run.dataset, run.images_this_run)
     notes = list(run.warnings)
     if stale:
         notes.append(
@@ -154,6 +175,7 @@ def build_stats(spec: JobSpec, annotations_uri: str, run: RunFacts) -> JobStats:
         images_ok=counts["images_ok"],
         images_error=counts["images_error"],
         errors_by_kind=counts["errors_by_kind"],
+        storage_retries=counts["storage_retries"],
         images_this_run=run.images_this_run,
         images_per_s=run.images_this_run / run.wall_s if run.wall_s > 0 else 0.0,
         persons=persons,
@@ -163,6 +185,7 @@ def build_stats(spec: JobSpec, annotations_uri: str, run: RunFacts) -> JobStats:
         gpus_per_actor=run.gpus_per_actor,
         accelerator_seconds=accelerator_seconds(run.gpus_per_actor, stages),
         weights=run.weights,
+        runs=run.runs,
         warnings=notes,
         ray_data_stats=text,
         spec=spec.to_public_dict(),

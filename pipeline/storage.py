@@ -6,6 +6,7 @@ through fsspec. S3 settings come from the job spec, then the standard AWS enviro
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Iterable
@@ -16,7 +17,8 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 
-from schemas.spec import StorageSpec, uri_scheme
+from pipeline.errors import JobSetupError
+from schemas.spec import LOCAL_SCHEMES, StorageSpec, uri_scheme
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jp2"}
@@ -24,12 +26,19 @@ IMAGE_EXTENSIONS = frozenset(
 _S3_SCHEMES = {"s3", "s3a"}
 
 
-class InputError(ValueError):
+class InputError(JobSetupError):
     """An input or manifest that cannot be listed; the message names it."""
 
 
-def storage_options(uri: str, storage: StorageSpec) -> dict[str, Any]:
-    """fsspec options for ``uri``: S3 endpoint, region and credentials; nothing for other schemes."""
+def storage_options(
+    uri: str, storage: StorageSpec, *, single_attempt: bool = False
+) -> dict[str, Any]:
+    """fsspec options for ``uri``: S3 endpoint, region, credentials and timeouts; nothing for
+    other schemes.
+
+    ``single_attempt``: botocore and aiohttp make one attempt per request, no retries of
+    their own (see ``image_filesystem_for``).
+    """
     if uri_scheme(uri) not in _S3_SCHEMES:
         return {}
     opts: dict[str, Any] = {}
@@ -55,15 +64,78 @@ def storage_options(uri: str, storage: StorageSpec) -> dict[str, Any]:
             opts["token"] = storage.session_token.get_secret_value()
     # Listings must see objects written by earlier tasks of the same job (resume).
     opts["use_listings_cache"] = False
+    # botocore Config: finite timeouts, so a stalled request fails (and can be retried).
+    config_kwargs: dict[str, Any] = {
+        "connect_timeout": storage.connect_timeout_s,
+        "read_timeout": storage.read_timeout_s,
+    }
+    if single_attempt:
+        # total_max_attempts 1: botocore's own retry handler never resends (whatever
+        # AWS_MAX_ATTEMPTS or ~/.aws/config say); mode standard is the one documented for it.
+        config_kwargs["retries"] = {"total_max_attempts": 1, "mode": "standard"}
+        config_kwargs["http_session_cls"] = _single_try_http_session()
+    opts["config_kwargs"] = config_kwargs
     return opts
+
+
+@functools.cache
+def _single_try_http_session() -> type:
+    """aiobotocore's HTTP session with aiohttp's silent resend switched off.
+
+    aiohttp resends an idempotent request (GET, HEAD) once when the connection drops before
+    the response headers arrive (RFC 9112 section 9.3.1). That resend is invisible to the
+    caller: a reset connection would cost two requests but count as none. aiohttp's own test
+    client switches it off the same way (``ClientSession._retry_connection``).
+    """
+    from aiobotocore.httpsession import AIOHTTPSession
+
+    class SingleTryAIOHTTPSession(AIOHTTPSession):
+        async def _get_session(self, proxy_url: str | None) -> Any:
+            session = await super()._get_session(proxy_url)
+            if hasattr(session, "_retry_connection"):
+                session._retry_connection = False
+            return session
+
+    return SingleTryAIOHTTPSession
 
 
 def filesystem_for(uri: str, storage: StorageSpec) -> tuple[fsspec.AbstractFileSystem, str]:
     """The fsspec filesystem serving ``uri`` and the path inside it."""
-    if uri_scheme(uri) == "local":
-        uri = "file://" + uri.split("://", 1)[1]
+    if uri_scheme(uri) in LOCAL_SCHEMES:
+        # Not through url_to_fs: it reads "::" in a local name ("a::b.jpg") as a URL chain.
+        path = uri.split("://", 1)[1] if "://" in uri else uri
+        return fsspec.filesystem("file"), os.path.abspath(path)
     fs, path = url_to_fs(uri, **storage_options(uri, storage))
     return fs, path
+
+
+def image_filesystem_for(uri: str, storage: StorageSpec) -> tuple[fsspec.AbstractFileSystem, str]:
+    """``filesystem_for`` for reading images: on S3 every call is a single attempt.
+
+    ``pipeline.decode.fetch_bytes`` retries, bounds and counts every retry of an image read
+    itself, so none of the layers below may resend on its own: s3fs (``retries`` = attempts
+    in its ``_error_wrapper``, default 5), botocore (``total_max_attempts``, default 5 in
+    legacy mode) and aiohttp (one silent resend of a GET or HEAD). Left on, they multiply
+    into up to 5 x 5 x 2 requests per attempt, unseen. The options differ from
+    ``filesystem_for``'s, so fsspec caches a separate instance: listing and writing output
+    keep the libraries' own retries.
+    """
+    if uri_scheme(uri) not in _S3_SCHEMES:
+        return filesystem_for(uri, storage)
+    fs, path = url_to_fs(uri, **storage_options(uri, storage, single_attempt=True))
+    fs.retries = 1  # s3fs's "retries" is its number of attempts per call
+    return fs, path
+
+
+def absolute_if_local(uri: str) -> str:
+    """A relative local path made absolute against the driver's working directory.
+
+    Workers run elsewhere (another folder, another node), so a relative path must be
+    resolved once, where the user wrote it. URIs and absolute paths are kept as they are.
+    """
+    if uri_scheme(uri) == "" and not os.path.isabs(uri):
+        return os.path.abspath(uri)
+    return uri
 
 
 def join_uri(base: str, *parts: str) -> str:
@@ -88,7 +160,7 @@ def is_image_path(path: str) -> bool:
 def _unstrip(fs: fsspec.AbstractFileSystem, uri: str, path: str) -> str:
     """Turn a path returned by ``fs`` back into a URI with the input's scheme."""
     scheme = uri_scheme(uri)
-    if scheme in ("", "file", "local"):
+    if scheme in LOCAL_SCHEMES:
         return path
     return fs.unstrip_protocol(path) if scheme not in _S3_SCHEMES else f"{scheme}://{path}"
 
@@ -123,13 +195,14 @@ def list_inputs(inputs: Iterable[str], storage: StorageSpec) -> Listing:
                     _unstrip(fs, uri, file_path)
                 )
         else:
-            found.append(uri)
+            found.append(absolute_if_local(uri))
     return Listing(sorted(dict.fromkeys(found)), sorted(dict.fromkeys(skipped)))
 
 
 def read_manifest(uri: str, storage: StorageSpec) -> Listing:
     """URIs listed in a manifest (Parquet or CSV with a ``uri`` column, or text, one per line),
     sorted and de-duplicated."""
+    import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
@@ -140,15 +213,21 @@ def read_manifest(uri: str, storage: StorageSpec) -> Listing:
             if suffix == ".parquet":
                 table = pq.read_table(fh, columns=["uri"])
             elif suffix == ".csv":
-                table = pacsv.read_csv(fh)
+                # URIs are text: '000123' must not become the integer 123.
+                table = pacsv.read_csv(
+                    fh, convert_options=pacsv.ConvertOptions(column_types={"uri": pa.string()})
+                )
             else:
                 lines = fh.read().decode("utf-8").splitlines()
                 uris = (s.strip() for s in lines if s.strip() and not s.lstrip().startswith("#"))
-                return Listing(sorted(dict.fromkeys(uris)))
+                return Listing(sorted(dict.fromkeys(absolute_if_local(u) for u in uris)))
     except FileNotFoundError as exc:
         raise InputError(f"manifest {uri!r} does not exist") from exc
     except (KeyError, ValueError, OSError) as exc:
         raise InputError(f"cannot read manifest {uri!r}: {exc}") from exc
     if "uri" not in table.column_names:
         raise InputError(f"manifest {uri!r} has no 'uri' column (columns: {table.column_names})")
-    return Listing(sorted(dict.fromkeys(u for u in table.column("uri").to_pylist() if u)))
+    column = table.column("uri")
+    if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
+        raise InputError(f"manifest {uri!r}: the 'uri' column holds {column.type}, not text")
+    return Listing(sorted(dict.fromkeys(absolute_if_local(u) for u in column.to_pylist() if u)))

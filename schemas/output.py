@@ -41,6 +41,17 @@ PERSON_TYPE = pa.struct(
 
 COUNTS_TYPE = pa.struct([pa.field(name, pa.int32(), nullable=False) for name in COUNT_FIELDS])
 
+# Kinds of transient storage error a read is retried for (pipeline.decode.retry_kind):
+# throttled (429, 503 SlowDown and other throttling codes), server_error (other 5xx, malformed
+# responses), connection (refused, reset, closed mid-body), timeout (connect or read timeout).
+RETRY_KINDS: tuple[str, ...] = ("throttled", "server_error", "connection", "timeout")
+
+# Per row, the retries its image's fetch needed, by kind; an error row of kind 'storage' that
+# ran out of retries has decode.retries here in total. All zero when the first attempt worked.
+STORAGE_RETRIES_TYPE = pa.struct(
+    [pa.field(kind, pa.int32(), nullable=False) for kind in RETRY_KINDS]
+)
+
 ANNOTATION_SCHEMA = pa.schema(
     [
         pa.field("image_id", pa.int64(), nullable=False),
@@ -52,8 +63,10 @@ ANNOTATION_SCHEMA = pa.schema(
         pa.field("error_message", pa.string()),
         pa.field("persons", pa.list_(PERSON_TYPE), nullable=False),
         pa.field("counts", COUNTS_TYPE, nullable=False),
+        pa.field("storage_retries", STORAGE_RETRIES_TYPE, nullable=False),
     ],
-    metadata={b"detpose.schema_version": b"1"},
+    # 2: storage_retries added (version 1 files read back with it null).
+    metadata={b"detpose.schema_version": b"2"},
 )
 
 
@@ -66,6 +79,25 @@ class StageStats(BaseModel):
     busy_s: float = Field(..., ge=0.0, description="Sum of the operator's task wall times.")
     rows: int = Field(..., ge=0, description="Rows the operator emitted.")
     rows_per_s: float = Field(..., ge=0.0, description="rows / busy_s.")
+
+
+class RunRecord(BaseModel):
+    """One run of a job id: when it started and the settings that shaped its results."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run_index: int = Field(..., ge=0, description="The run's index (its files' run-RRR- prefix).")
+    started_at: str = Field(..., description="UTC ISO-8601.")
+    fingerprint: dict[str, Any] = Field(
+        ...,
+        description="Everything that changes results: weights' SHA-256, filter, decode limits, "
+        "proposals and peaks per image, flip test.",
+    )
+    settings_changed: list[str] = Field(
+        default_factory=list,
+        description="Fingerprint fields that differ from the previous run; non-empty only when "
+        "the run was explicitly allowed to change them (--allow-changed-settings).",
+    )
 
 
 class JobStats(BaseModel):
@@ -84,6 +116,11 @@ class JobStats(BaseModel):
     images_ok: int = Field(..., ge=0)
     images_error: int = Field(..., ge=0)
     errors_by_kind: dict[str, int] = Field(default_factory=dict)
+    storage_retries: dict[str, int] = Field(
+        default_factory=dict,
+        description="Retries of image reads from storage by kind (throttled, server_error, "
+        "connection, timeout), summed over the rows; at most decode.retries per image.",
+    )
     images_this_run: int = Field(
         ..., ge=0, description="Images processed by this run (a resumed job skips written ones)."
     )
@@ -108,6 +145,10 @@ class JobStats(BaseModel):
     )
     weights: dict[str, str] = Field(
         default_factory=dict, description="Where each stage's weights came from."
+    )
+    runs: list[RunRecord] = Field(
+        default_factory=list,
+        description="Every run of this job id, oldest first, with the settings each ran with.",
     )
     warnings: list[str] = Field(default_factory=list)
     ray_data_stats: str = Field("", description="Ray Data's human-readable stats text.")

@@ -28,9 +28,10 @@ from schemas.filtering import FilterSpec
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 # num_gpus 'auto' on a cluster with GPUs: one stage-1 and one refiner actor share each GPU.
 AUTO_GPUS_PER_ACTOR = 0.5
-_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# fullmatch, never match with "$": "$" also matches before a trailing newline ("abc\n").
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # Windows drive letters ("C:\...") parse as a one-letter scheme; they are local paths.
-_LOCAL_SCHEMES = {"", "file", "local"}
+LOCAL_SCHEMES = frozenset({"", "file", "local"})
 
 
 class SpecError(ValueError):
@@ -48,7 +49,7 @@ def check_uri(uri: str) -> str:
     if not uri or not uri.strip():
         raise ValueError("got an empty URI; expected a local path or a URI such as s3://bucket/key")
     scheme = uri_scheme(uri)
-    if scheme in _LOCAL_SCHEMES:
+    if scheme in LOCAL_SCHEMES:
         return uri
     known = set(fsspec.available_protocols())
     if scheme not in known:
@@ -80,6 +81,20 @@ class StorageSpec(BaseModel):
         None, description="Prefer $AWS_SECRET_ACCESS_KEY. Never written to outputs or logs."
     )
     session_token: SecretStr | None = Field(None, description="Prefer $AWS_SESSION_TOKEN.")
+    connect_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Seconds to wait for a connection to the object store; an image read that "
+        "cannot connect in time is retried as a 'timeout' (decode.retries bounds it).",
+    )
+    read_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds a request may wait for the next bytes of a response; a stalled "
+        "image read is then retried as a 'timeout' (decode.retries bounds it).",
+    )
 
     @model_validator(mode="after")
     def _keys_come_in_pairs(self) -> StorageSpec:
@@ -143,11 +158,41 @@ class StageSpec(BaseModel):
         description="CPUs per actor. Keep it below 1 on small machines: actors holding every CPU "
         "starve the read and filter tasks (Ray issue 44687).",
     )
+    resources: dict[str, Annotated[float, Field(gt=0.0)]] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each actor requires, e.g. {refiner_host: 0.1} to pin "
+        "the pool to nodes started with that resource; empty: any node.",
+    )
 
     @field_validator("checkpoint")
     @classmethod
     def _checkpoint_uri(cls, value: str | None) -> str | None:
         return None if value is None else check_uri(value)
+
+    @field_validator("resources")
+    @classmethod
+    def _custom_resources_only(cls, value: dict[str, float]) -> dict[str, float]:
+        for name in value:
+            if not name.strip():
+                raise ValueError("got an empty resource name; expected e.g. {refiner_host: 0.1}")
+            if name in ("CPU", "GPU"):
+                raise ValueError(
+                    f"got {name!r}; set CPUs and GPUs with num_cpus and num_gpus, "
+                    "'resources' is for custom resources"
+                )
+        return value
+
+    def __hash__(self) -> int:
+        # Frozen models are hashable; the resources dict is hashed by its sorted items.
+        return hash(
+            (
+                type(self),
+                *(
+                    tuple(sorted(v.items())) if isinstance(v, dict) else v
+                    for v in self.__dict__.values()
+                ),
+            )
+        )
 
 
 class JobSpec(BaseModel):
@@ -192,7 +237,7 @@ class JobSpec(BaseModel):
     @field_validator("job_id")
     @classmethod
     def _job_id_is_a_name(cls, value: str) -> str:
-        if not _JOB_ID.match(value):
+        if not _JOB_ID.fullmatch(value):
             raise ValueError(
                 f"got {value!r}; expected 1-128 characters from A-Z a-z 0-9 . _ - "
                 "starting with a letter or digit"
@@ -253,15 +298,25 @@ class JobSpec(BaseModel):
 
 
 def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    """The top-level mapping of a YAML file, read with the safe loader."""
+    """The top-level mapping of a YAML file, read with the safe loader.
+
+    An empty file is an error, not an empty spec: running the defaults (the bundled samples)
+    because a spec file came out empty would be a silent surprise.
+    """
     try:
         text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"{path}: spec file is not UTF-8 text (byte {exc.start}: {exc.reason})"
+        ) from None
     except OSError as exc:
         raise SpecError(f"{path}: cannot read spec file: {exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        raise SpecError(f"{path}: spec file is empty; expected a mapping of fields")
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping of fields at the top level")
     return data
@@ -275,7 +330,8 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         value = _printable(field, err.get("input"))
         if err["type"] == "extra_forbidden":
-            lines.append(f"  {field}: unknown field (value {value}); check its spelling")
+            # Never echo the value: a misspelled credential key would print the secret.
+            lines.append(f"  {field}: unknown field; check its spelling")
         elif "got " in msg or value is None:
             lines.append(f"  {field}: {msg}")
         else:
@@ -287,8 +343,11 @@ _SECRET_FIELDS = ("access_key_id", "secret_access_key", "session_token")
 
 
 def _printable(field: str, value: Any) -> str | None:
-    """A short repr of a rejected value, or None for mappings/lists (which may hold secrets)."""
-    if field.rsplit(".", 1)[-1] in _SECRET_FIELDS:
+    """A short repr of a rejected value, or None for mappings/lists (which may hold secrets).
+
+    Nothing under ``storage`` is echoed: a value put in the wrong place there may be a key.
+    """
+    if field.rsplit(".", 1)[-1] in _SECRET_FIELDS or field.split(".", 1)[0] == "storage":
         return "<redacted>"
     if isinstance(value, dict | list | tuple):
         return None

@@ -15,7 +15,7 @@ import pytest
 
 from tests.helpers import REPO_ROOT
 
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+SAMPLE_DATA = REPO_ROOT / "tests" / "data"
 
 # Fake credentials for the loopback S3 server. Set before Ray starts so its workers inherit them.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -29,11 +29,11 @@ NO_PROGRESS_TIMEOUT_S = 180.0
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """``../shared/data``: the real COCO, OCHuman and CrowdPose excerpts."""
-    if not (SHARED_DATA / "coco_sample" / "annotations.json").exists():
-        pytest.fail(f"sample data not found at {SHARED_DATA} (expected beside the repository)")
-    return SHARED_DATA
+def sample_data() -> Path:
+    """``tests/data``: the real COCO, OCHuman and CrowdPose excerpts (see its README.md)."""
+    if not (SAMPLE_DATA / "coco_sample" / "annotations.json").exists():
+        pytest.fail(f"sample data not found at {SAMPLE_DATA}")
+    return SAMPLE_DATA
 
 
 def _free_port() -> int:
@@ -87,7 +87,7 @@ def ray_local() -> Iterator[None]:
     """A real local Ray runtime, started once for the integration tests."""
     import ray
 
-    from jobs.cli import init_ray
+    from jobs.run_cmd import init_ray
 
     init_ray(num_cpus=8)
     yield

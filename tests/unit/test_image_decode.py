@@ -143,3 +143,11 @@ def test_permanent_errors_are_not_retried():
     fs = _flaky_fs_with_image(failures=10, error=PermissionError)
     result = fetch_and_decode(fs, "/bucket/a.jpg", DecodeSpec(retries=5, retry_backoff_s=0.0))
     assert result.kind == "storage" and "access denied" in result.message and fs.calls == 1
+
+
+@pytest.mark.parametrize("size", [(40000, 40000), (1100, 1000)])
+def test_pixel_cap_message_quotes_the_configured_limit(size):
+    # Above 2x its limit Pillow's own guard fired first and quoted the doubled figure.
+    result = decode_image(png_claiming_size(*size), DecodeSpec(max_pixels=1_000_000))
+    assert isinstance(result, ImageError) and result.kind == "too_large"
+    assert f"{size[0]}x{size[1]} = {size[0] * size[1]} pixels; limit 1000000" == result.message

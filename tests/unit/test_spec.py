@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.spec import JobSpec, SpecError
+from schemas.spec import JobSpec, SpecError, load_yaml_mapping
 
 BASE = {"inputs": ["s3://bucket/images/"], "output": "/tmp/out"}
 
@@ -107,3 +107,53 @@ def test_yaml_must_be_a_mapping(tmp_path):
 def _write(path, text):
     path.write_text(text)
     return path
+
+
+@pytest.mark.parametrize("job_id", ["abc\n", "abc\r\n", "", " abc", "abc/..", "a" * 129])
+def test_job_ids_that_are_not_one_plain_name_are_rejected(job_id):
+    # "abc\n" passed a `re.match(...$)` check and wrote into job "abc"'s folder.
+    with pytest.raises(SpecError, match="job_id"):
+        parse(job_id=job_id)
+
+
+def test_job_id_from_a_yaml_block_scalar_keeps_its_newline_and_is_rejected(tmp_path):
+    path = _write(tmp_path / "j.yaml", "job_id: |\n  abc\ninputs: [/x]\noutput: /o\n")
+    with pytest.raises(SpecError, match="job_id"):
+        JobSpec.from_yaml(path)
+
+
+@pytest.mark.parametrize(
+    "storage",
+    [
+        {"secret_acess_key": "wJalrXUtnFEMIK7MDENG"},  # misspelled key
+        {"acces_key_id": "AKIAWJALRXUTNFEMIK7M", "secret_access_key": "wJalrXUtnFEMIK7MDENG"},
+        {"endpoint_url": {"nested": "wJalrXUtnFEMIK7MDENG"}},
+    ],
+)
+def test_misplaced_credentials_are_reported_by_field_name_only(storage):
+    with pytest.raises(SpecError) as err:
+        parse(storage=storage)
+    message = str(err.value)
+    assert "wJalrXUtnFEMIK7MDENG" not in message and "AKIAWJALRXUTNFEMIK7M" not in message
+    assert "storage." in message
+
+
+def test_unknown_top_level_field_is_named_without_its_value():
+    with pytest.raises(SpecError) as err:
+        parse(aws_secret="wJalrXUtnFEMIK7MDENG")
+    assert "aws_secret: unknown field" in str(err.value)
+    assert "wJalrXUtnFEMIK7MDENG" not in str(err.value)
+
+
+def test_empty_spec_file_is_an_error_not_the_defaults(tmp_path):
+    for text in ("", "\n# only a comment\n"):
+        with pytest.raises(SpecError, match="empty"):
+            load_yaml_mapping(_write(tmp_path / "empty.yaml", text))
+
+
+def test_non_utf8_spec_file_error_names_the_file(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("job_id: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(SpecError) as err:
+        JobSpec.from_yaml(path)
+    assert str(path) in str(err.value) and "UTF-8" in str(err.value)

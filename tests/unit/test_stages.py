@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from pipeline.actors import CoarseStage, RefineStage
-from pipeline.stages import decode_batch, filter_batch
+from pipeline.stages import decode_batch, filter_batch, person_records
 from schemas.filtering import FilterSpec
-from schemas.output import ANNOTATION_SCHEMA
+from schemas.output import ANNOTATION_SCHEMA, ORIGIN_DETECTED, ORIGIN_RECOVERED
 from schemas.spec import DecodeSpec, StageSpec, StorageSpec
 from tests.helpers import REPO_ROOT
 
@@ -71,3 +71,38 @@ def test_a_row_that_breaks_the_filter_costs_only_its_own_row(stages):
         "filter failed" in filtered["error_message"][0] and "peaks" in filtered["error_message"][0]
     )
     assert refiner(filtered).num_rows == 2
+
+
+def test_person_records_map_decoded_pixels_back_to_original_pixels():
+    # Row 1 was decoded at half size (scale 0.5): boxes and keypoint positions double, scores
+    # stay. Row 0 (scale 0.25) must not be read. Values are exact in float32.
+    boxes = np.zeros((2, 3, 4), np.float32)
+    boxes[0] = 1000.0
+    boxes[1, 0] = [10.0, 20.0, 60.0, 120.0]
+    boxes[1, 1] = [100.5, 40.25, 150.0, 90.0]
+    batch = {
+        "scale": np.array([0.25, 0.5]),
+        "person_boxes": boxes,
+        "person_box_scores": np.array([[0.1, 0.1, 0.1], [0.75, 0.5, 0.0]], np.float32),
+        "person_recovered": np.array([[False] * 3, [False, True, False]]),
+    }
+    kpts = np.zeros((2, 17, 3), np.float32)
+    kpts[0, :, 0] = np.arange(17) + 20.0
+    kpts[0, :, 1] = 2.0 * np.arange(17) + 30.5
+    kpts[0, :, 2] = 0.5
+    kpts[1, 0] = [120.0, 50.0, 0.875]
+    records = person_records(batch, 1, kpts, np.array([0.625, 0.25], np.float32))
+
+    assert [r["box_xywh"] for r in records] == [
+        [20.0, 40.0, 100.0, 200.0],
+        [201.0, 80.5, 99.0, 99.5],
+    ]
+    assert [r["box_score"] for r in records] == [0.75, 0.5]
+    assert [r["pose_score"] for r in records] == [0.625, 0.25]
+    assert [r["origin"] for r in records] == [ORIGIN_DETECTED, ORIGIN_RECOVERED]
+    first = np.array(records[0]["keypoints"]).reshape(17, 3)
+    assert first[:, 0].tolist() == (2.0 * np.arange(17) + 40.0).tolist()
+    assert first[:, 1].tolist() == (4.0 * np.arange(17) + 61.0).tolist()
+    assert first[:, 2].tolist() == [0.5] * 17
+    assert records[1]["keypoints"][:3] == [240.0, 100.0, 0.875]
+    assert records[1]["keypoints"][3:] == [0.0] * 48

@@ -1,0 +1,202 @@
+"""``detpose run``: annotate images on a local Ray (or the cluster in ``RAY_ADDRESS``).
+
+Everything the driver can check (spec, inputs, output, checkpoints, the job's earlier
+settings) is checked before Ray starts, so a mistake costs seconds and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from jobs.redact import register_secrets
+from schemas.spec import JobSpec, SpecError, load_yaml_mapping
+
+SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
+LOCAL_CPU_OVERSUBSCRIPTION = 4
+MIN_LOCAL_LOGICAL_CPUS = 8
+# Each progress line lists the output folder (one LIST request on S3): not more often than this.
+MIN_PROGRESS_INTERVAL_S = 1.0
+EXIT_INTERRUPTED = 130
+
+logger = logging.getLogger("detpose")
+
+
+def _seconds_at_least(minimum: float) -> Any:
+    """An argparse type: a number of seconds no smaller than ``minimum``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"got {text!r}; expected a number of seconds"
+            ) from None
+        if not value >= minimum:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"got {text}; expected at least {minimum:g} seconds")
+        return value
+
+    return parse
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help="annotate images (local paths or URIs) into OUTPUT/JOB_ID/",
+        description="Annotate every image under the inputs. Without --input, --manifest or a "
+        "spec naming inputs, runs on the sample images bundled with DetPose.",
+    )
+    p.add_argument("--input", nargs="+", metavar="URI", help="image files or prefixes")
+    p.add_argument("--manifest", metavar="URI", help="Parquet/CSV/text file listing image URIs")
+    p.add_argument("--output", metavar="URI", help="output root (default: ./out)")
+    p.add_argument("--job-id", metavar="ID", help="job id (default: 'default')")
+    p.add_argument("--spec", metavar="FILE", help="YAML job spec; the flags above override it")
+    p.add_argument("--filter", choices=["coarse", "nms", "oks_nms", "none"], help="filter mode")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="model device")
+    p.add_argument(
+        "--allow-changed-settings",
+        action="store_true",
+        help="resume a job id even though settings that shape results (weights, filter, "
+        "decode limits, ...) differ from its previous run; the change is recorded in the stats",
+    )
+    p.add_argument(
+        "--num-cpus",
+        type=int,
+        metavar="N",
+        help="logical CPUs for a local Ray (default: max(8, 4 x cores); ignored with RAY_ADDRESS)",
+    )
+    p.add_argument(
+        "--num-gpus",
+        type=float,
+        metavar="N",
+        help="GPUs a local Ray offers (default: what it detects); N > 0 on a CPU-only machine "
+        "declares logical GPUs, useful to test GPU resource wiring",
+    )
+    p.add_argument(
+        "--progress-interval",
+        type=_seconds_at_least(MIN_PROGRESS_INTERVAL_S),
+        default=10.0,
+        metavar="S",
+        help=f"seconds between progress lines (default 10, at least {MIN_PROGRESS_INTERVAL_S:g})",
+    )
+    p.add_argument(
+        "--no-progress-timeout",
+        type=_seconds_at_least(1.0),
+        metavar="S",
+        help="fail if the pipeline makes no progress for S seconds",
+    )
+    p.set_defaults(func=cmd_run)
+
+
+def sample_images() -> list[str]:
+    """The bundled sample photos (the default job's inputs)."""
+    return [str(p) for p in sorted(SAMPLES_DIR.glob("*.jpg"))]
+
+
+def spec_from_args(args: argparse.Namespace) -> JobSpec:
+    """The job spec a ``run`` invocation describes: spec file, then flags, then defaults."""
+    overrides: dict[str, Any] = {}
+    for flag, field in (("input", "inputs"), ("manifest", "manifest"), ("output", "output")):
+        if getattr(args, flag) is not None:
+            overrides[field] = getattr(args, flag)
+    for name in ("job_id", "device"):  # an empty --job-id "" must fail validation, not vanish
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    data = load_yaml_mapping(args.spec) if args.spec else {}
+    data.update(overrides)
+    if args.filter:
+        data["filter"] = {**(data.get("filter") or {}), "mode": args.filter}
+    if "inputs" in overrides or "manifest" in overrides:
+        data.pop("manifest" if "inputs" in overrides else "inputs", None)
+    if not data.get("inputs") and not data.get("manifest"):
+        data["inputs"] = sample_images()
+    data.setdefault("output", "out")
+    return JobSpec.parse(data, source=args.spec or "command line")
+
+
+def quiet_ray_logs() -> None:
+    """Keep Ray Data's per-run INFO chatter out of a user's terminal (``-v`` shows it)."""
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # It warns that its progress bars are off; ours (from written files) replace them.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+
+
+def init_ray(num_cpus: int | None, num_gpus: float | None = None) -> None:
+    """Attach to ``RAY_ADDRESS`` when set, else start a local Ray with over-subscribed CPUs.
+
+    Over-subscription keeps small machines from deadlocking: actor pools reserve CPUs up
+    front, and the read/decode tasks must still find some (Ray issue 44687).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(logging_level=logging.WARNING)
+        return
+    cpus = num_cpus or max(
+        MIN_LOCAL_LOGICAL_CPUS, LOCAL_CPU_OVERSUBSCRIPTION * (os.cpu_count() or 1)
+    )
+    # address="local": never attach by accident to another cluster running on this machine.
+    ray.init(
+        address="local",
+        num_cpus=cpus,
+        num_gpus=num_gpus,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+    )
+
+
+def check_local_device(spec: JobSpec, num_gpus: float | None) -> None:
+    """``device: cuda`` on a local Ray needs CUDA here; refuse it before Ray starts."""
+    if spec.device != "cuda" or os.environ.get("RAY_ADDRESS") or num_gpus:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SpecError(
+            "device: got 'cuda' but torch sees no CUDA device on this machine; use 'auto' "
+            "(CUDA when present, else CPU) or 'cpu'"
+        )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.job import execute_job, prepare_job
+
+    spec = spec_from_args(args)
+    register_secrets(spec.storage)
+    check_local_device(spec, args.num_gpus)
+    job = prepare_job(spec, allow_changed_settings=args.allow_changed_settings)
+    print(f"detpose: job '{spec.job_id}' → {job.paths.root}", flush=True)
+    try:
+        init_ray(args.num_cpus, args.num_gpus)
+        if not args.verbose:
+            quiet_ray_logs()
+        stats = execute_job(
+            job,
+            no_progress_timeout_s=args.no_progress_timeout,
+            progress_interval_s=args.progress_interval,
+        )
+    except KeyboardInterrupt:
+        print(
+            f"\ndetpose: interrupted. Annotations written so far are kept; resume with the same "
+            f"command (job id '{spec.job_id}') to process only the rest.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    for warning in stats.warnings:
+        print(f"WARNING: {warning}", file=sys.stderr)
+    print(
+        f"detpose: weights: stage 1 {stats.weights.get('stage1')}, refiner {stats.weights.get('refiner')}"
+    )
+    print(f"detpose: {stats.summary_line()}")
+    if stats.errors_by_kind:
+        print(f"detpose: errors by kind: {stats.errors_by_kind}")
+    print(f"detpose: annotations in {job.paths.annotations}/")
+    print(f"detpose: statistics in {job.paths.stats_json}")
+    internal = [w for w in stats.warnings if w.startswith("[internal]")]
+    return 3 if internal else 0
