@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 
-from model.filter_scenes import random_scene
-from model.filtering import filter_proposals
+from model.filtering.filters import filter_proposals
+from model.filtering.scenes import random_scene
 from schemas.filtering import FilterSpec
 
 BENCH_IMAGE_WH = (640, 480)

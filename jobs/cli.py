@@ -11,7 +11,17 @@ import argparse
 import logging
 import sys
 
-from jobs import bench_cmd, cluster_cmd, redact, run_cmd, train_cmd
+from jobs import (
+    bench_cmd,
+    cluster_cmd,
+    eval_cmd,
+    export_cmd,
+    import_cmd,
+    redact,
+    review_cmd,
+    run_cmd,
+    train_cmd,
+)
 from jobs.cluster_cmd import ClusterError
 from schemas.spec import SpecError
 
@@ -28,7 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for module in (run_cmd, cluster_cmd, train_cmd, bench_cmd):
+    for module in (
+        run_cmd,
+        cluster_cmd,
+        train_cmd,
+        bench_cmd,
+        eval_cmd,
+        review_cmd,
+        export_cmd,
+        import_cmd,
+    ):
         module.register(subparsers)
     return parser
 
@@ -45,7 +64,7 @@ def _root_cause(exc: BaseException) -> BaseException:
 def _worker_setup_failure(exc: BaseException) -> str | None:
     """The message of a checkpoint or device error that killed a model-stage actor, if any."""
     from model.checkpoint import CheckpointError
-    from model.inference import DeviceError
+    from model.inference.devices import DeviceError
 
     cause = _root_cause(exc)
     if isinstance(cause, CheckpointError | DeviceError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -86,17 +87,39 @@ def _reject_inline_credentials(spec: JobSpec) -> None:
         )
 
 
+# Commands a submission may run on the cluster; each reads the shipped spec with --spec.
+CLUSTER_COMMANDS = ("run", "eval")
+
+
+def cluster_entrypoint(command: list[str]) -> str:
+    """The shell command the cluster runs: ``detpose run`` on the shipped spec by default, or
+    the command given after ``--`` (``eval ...``) with the shipped spec added.
+
+    Raises:
+        SpecError: a command that cannot run on a cluster, or one that names its own spec.
+    """
+    words = command[1:] if command[:1] == ["--"] else list(command)
+    words = words or ["run"]
+    if words[0] not in CLUSTER_COMMANDS:
+        raise SpecError(
+            f"got {words[0]!r} after --; a submission runs one of {', '.join(CLUSTER_COMMANDS)}"
+        )
+    if "--spec" in words:
+        raise SpecError("give the spec with submit's own --spec, not after --")
+    return " ".join(["python", "-m", "jobs.cli", *map(shlex.quote, words), "--spec", SPEC_NAME])
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     overrides = {
         k: v for k, v in (("job_id", args.job_id), ("output", args.output)) if v is not None
     }
     spec = JobSpec.from_yaml(args.spec, overrides)
     _reject_inline_credentials(spec)
+    entrypoint = cluster_entrypoint(args.command)
     client = jobs_client(args.address)
     submission_id = args.submission_id or f"detpose-{spec.job_id}-{time.strftime('%Y%m%d-%H%M%S')}"
     with tempfile.TemporaryDirectory(prefix="detpose-submit-") as tmp:
         working_dir = stage_working_dir(spec, Path(tmp))
-        entrypoint = f"python -m jobs.cli run --spec {SPEC_NAME}"
         try:
             client.submit_job(
                 entrypoint=entrypoint,
@@ -193,6 +216,13 @@ def register(subparsers: Any) -> None:
     submit.add_argument("--job-id", help="override the spec's job id")
     submit.add_argument("--output", metavar="URI", help="override the spec's output")
     submit.add_argument("--submission-id", help="Ray submission id (default detpose-JOB-TIME)")
+    submit.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        help="after --: the command to run on the cluster, e.g. -- eval --annotations "
+        "s3://b/person_keypoints_val2017.json --images s3://b/val2017/ --output s3://b/eval "
+        "(default: run)",
+    )
     _add_wait(submit, "wait for the job to finish and exit with its result")
     submit.set_defaults(func=cmd_submit)
 

@@ -13,34 +13,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from jobs.common import init_ray, number_in, quiet_ray_logs
 from jobs.redact import register_secrets
-from schemas.spec import JobSpec, SpecError, load_yaml_mapping
+from schemas.spec import JobSpec, SpecError
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
-LOCAL_CPU_OVERSUBSCRIPTION = 4
-MIN_LOCAL_LOGICAL_CPUS = 8
 # Each progress line lists the output folder (one LIST request on S3): not more often than this.
 MIN_PROGRESS_INTERVAL_S = 1.0
 EXIT_INTERRUPTED = 130
 
 logger = logging.getLogger("detpose")
-
-
-def _seconds_at_least(minimum: float) -> Any:
-    """An argparse type: a number of seconds no smaller than ``minimum``."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"got {text!r}; expected a number of seconds"
-            ) from None
-        if not value >= minimum:  # also refuses nan
-            raise argparse.ArgumentTypeError(f"got {text}; expected at least {minimum:g} seconds")
-        return value
-
-    return parse
 
 
 def register(subparsers: Any) -> None:
@@ -78,14 +60,14 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--progress-interval",
-        type=_seconds_at_least(MIN_PROGRESS_INTERVAL_S),
+        type=number_in(float, MIN_PROGRESS_INTERVAL_S, unit="seconds"),
         default=10.0,
         metavar="S",
         help=f"seconds between progress lines (default 10, at least {MIN_PROGRESS_INTERVAL_S:g})",
     )
     p.add_argument(
         "--no-progress-timeout",
-        type=_seconds_at_least(1.0),
+        type=number_in(float, 1.0, unit="seconds"),
         metavar="S",
         help="fail if the pipeline makes no progress for S seconds",
     )
@@ -98,57 +80,20 @@ def sample_images() -> list[str]:
 
 
 def spec_from_args(args: argparse.Namespace) -> JobSpec:
-    """The job spec a ``run`` invocation describes: spec file, then flags, then defaults."""
-    overrides: dict[str, Any] = {}
-    for flag, field in (("input", "inputs"), ("manifest", "manifest"), ("output", "output")):
-        if getattr(args, flag) is not None:
-            overrides[field] = getattr(args, flag)
-    for name in ("job_id", "device"):  # an empty --job-id "" must fail validation, not vanish
-        if getattr(args, name) is not None:
-            overrides[name] = getattr(args, name)
-    data = load_yaml_mapping(args.spec) if args.spec else {}
-    data.update(overrides)
-    if args.filter:
-        data["filter"] = {**(data.get("filter") or {}), "mode": args.filter}
-    if "inputs" in overrides or "manifest" in overrides:
-        data.pop("manifest" if "inputs" in overrides else "inputs", None)
-    if not data.get("inputs") and not data.get("manifest"):
-        data["inputs"] = sample_images()
-    data.setdefault("output", "out")
-    return JobSpec.parse(data, source=args.spec or "command line")
-
-
-def quiet_ray_logs() -> None:
-    """Keep Ray Data's per-run INFO chatter out of a user's terminal (``-v`` shows it)."""
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    # It warns that its progress bars are off; ours (from written files) replace them.
-    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
-
-
-def init_ray(num_cpus: int | None, num_gpus: float | None = None) -> None:
-    """Attach to ``RAY_ADDRESS`` when set, else start a local Ray with over-subscribed CPUs.
-
-    Over-subscription keeps small machines from deadlocking: actor pools reserve CPUs up
-    front, and the read/decode tasks must still find some (Ray issue 44687).
-    """
-    import ray
-
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(logging_level=logging.WARNING)
-        return
-    cpus = num_cpus or max(
-        MIN_LOCAL_LOGICAL_CPUS, LOCAL_CPU_OVERSUBSCRIPTION * (os.cpu_count() or 1)
-    )
-    # address="local": never attach by accident to another cluster running on this machine.
-    ray.init(
-        address="local",
-        num_cpus=cpus,
-        num_gpus=num_gpus,
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-    )
+    """The job spec a ``run`` invocation describes: the flags over the spec file over the
+    defaults (the bundled samples, output ``out``); see ``JobSpec.from_yaml``."""
+    flags = {
+        "inputs": args.input,  # replaces the file's inputs or manifest
+        "manifest": args.manifest,  # likewise
+        "output": args.output,
+        "job_id": args.job_id,
+        "device": args.device,
+        "filter": {"mode": args.filter} if args.filter else None,  # keeps the file's other fields
+    }
+    # None is a flag not given; an empty --job-id "" is given, and must fail validation.
+    overrides = {field: value for field, value in flags.items() if value is not None}
+    defaults = {"inputs": sample_images(), "output": "out"}
+    return JobSpec.from_yaml(args.spec or None, overrides, defaults)
 
 
 def check_local_device(spec: JobSpec, num_gpus: float | None) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 
-import torch
-
 from model.checkpoint import CheckpointError
-from model.coco_dataset import RefinerDataset, Stage1Dataset, load_coco_keypoints
-from model.train import train
+from model.inference.devices import resolve_device
+from model.training.datasets import RefinerDataset, Stage1Dataset, load_coco_keypoints
+from model.training.loop import train
 from schemas.model import coarse_preset, refiner_preset
 
 logger = logging.getLogger(__name__)
@@ -57,21 +56,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_train)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(
-            f"got {name!r} for --device but CUDA is not available; use 'cpu' or 'auto'"
-        )
-    try:
-        return torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(
-            f"got {name!r} for --device; expected 'auto', 'cpu' or 'cuda[:N]'"
-        ) from exc
-
-
 def run_train(args: argparse.Namespace) -> int:
     """Run ``detpose train``; returns the exit status."""
     if not logging.getLogger().handlers:
@@ -92,7 +76,7 @@ def run_train(args: argparse.Namespace) -> int:
             )
             return 2
     try:
-        device = _device(args.device)
+        device = resolve_device(args.device)
         records = [
             rec
             for annotations, images in zip(args.annotations, args.images, strict=True)

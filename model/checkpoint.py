@@ -21,8 +21,8 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from model.coarse_net import CoarsePoseNet
-from model.refine_net import PoseRefinementNet
+from model.nets.coarse_net import CoarsePoseNet
+from model.nets.refine_net import PoseRefinementNet
 from schemas.model import CoarseNetConfig, RefinerConfig
 
 CheckpointKind = Literal["stage1", "refiner"]
@@ -32,6 +32,11 @@ _CONFIG_TYPES: dict[str, type[CoarseNetConfig] | type[RefinerConfig]] = {
     "stage1": CoarseNetConfig,
     "refiner": RefinerConfig,
 }
+# Config fields that older checkpoints store but the configs no longer have. They never
+# shaped the network or its weights, so reading drops them; any other unknown field is
+# still refused (the configs forbid extra fields).
+#   stage1 top_k: proposals per image, now the job spec's proposals_per_image.
+_RETIRED_CONFIG_FIELDS: dict[str, tuple[str, ...]] = {"stage1": ("top_k",), "refiner": ()}
 
 
 class CheckpointError(ValueError):
@@ -176,6 +181,10 @@ def parse_checkpoint_bytes(
         raise CheckpointError(
             f"{name}: checkpoint format {payload['format']!r}; this DetPose reads {CHECKPOINT_FORMAT}"
         )
+    kind = payload["kind"]
+    retired = _RETIRED_CONFIG_FIELDS.get(kind, ()) if isinstance(kind, str) else ()
+    if retired and isinstance(payload["config"], dict):
+        payload["config"] = {k: v for k, v in payload["config"].items() if k not in retired}
     return payload
 
 

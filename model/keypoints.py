@@ -8,6 +8,8 @@ is a visibility flag (ground truth: 0 unlabelled, 1 occluded, 2 visible) or a sc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 NUM_KEYPOINTS = 17
@@ -54,10 +56,12 @@ OKS_SIGMAS = (
 )  # fmt: skip
 
 
-def flip_permutation() -> np.ndarray:
-    """Index permutation ``perm`` such that ``kpts[perm]`` swaps left and right labels. Shape [17]."""
-    perm = np.arange(NUM_KEYPOINTS)
-    for left, right in FLIP_PAIRS:
+def flip_permutation(
+    num: int = NUM_KEYPOINTS, flip_pairs: Sequence[tuple[int, int]] = FLIP_PAIRS
+) -> np.ndarray:
+    """Index permutation ``perm`` such that ``kpts[perm]`` swaps left and right labels. Shape [num]."""
+    perm = np.arange(num)
+    for left, right in flip_pairs:
         perm[left], perm[right] = right, left
     return perm
 

@@ -6,11 +6,12 @@ conversion from heatmap pixels happens before a :class:`CoarseProposals` is buil
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
 from model.keypoints import NUM_KEYPOINTS, SKELETON
+from schemas.output import FILTER_COUNT_FIELDS
 
 NUM_LIMBS = len(SKELETON)
 
@@ -64,16 +65,15 @@ class CoarseProposals:
 
 @dataclass(frozen=True)
 class FilterCounts:
-    """Per-image bookkeeping of the filter.
+    """Per-image bookkeeping of the filter: the counters of ``schemas.output.FILTER_COUNTERS``.
 
-    Every proposal ends in exactly one bucket::
+    Their meanings are declared there, once (and carried into ``JobStats``); the fields here
+    must be exactly ``FILTER_COUNT_FIELDS``, in that order, which is checked on import. Every
+    proposal ends in exactly one bucket::
 
         proposals == dropped_low_score + dropped_few_keypoints + dropped_duplicate + accepted
 
-    ``recovered`` persons (Algorithm 1, line 9: a box made by ``kpt2box`` for a second pose
-    inside an accepted box) are extra outputs, so persons out == ``accepted + recovered``.
-    ``dropped_low_score`` also holds empty boxes and accepted persons cut by ``max_persons``;
-    the baselines ('nms', 'oks_nms') count suppressed boxes as ``dropped_duplicate``.
+    and persons out == ``accepted + recovered``.
     """
 
     proposals: int = 0
@@ -86,6 +86,13 @@ class FilterCounts:
     def as_dict(self) -> dict[str, int]:
         """The counters as a plain ``{name: int}`` dict (for stats records)."""
         return {k: int(v) for k, v in asdict(self).items()}
+
+
+if tuple(f.name for f in fields(FilterCounts)) != FILTER_COUNT_FIELDS:
+    raise TypeError(
+        f"FilterCounts fields {[f.name for f in fields(FilterCounts)]} differ from "
+        f"schemas.output.FILTER_COUNT_FIELDS {list(FILTER_COUNT_FIELDS)}"
+    )
 
 
 @dataclass(frozen=True)

@@ -12,59 +12,43 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from model.inference import (
-    CoarsePoseModel,
-    LoadedModel,
-    PoseRefinerModel,
-    RefinedPoses,
-    StageKind,
-    load_stage_model,
-    resolve_device,
-)
+from model.inference.devices import resolve_device
+from model.inference.refiner import PoseRefinerModel, RefinedPoses
+from model.inference.stage1 import CoarsePoseModel
+from model.inference.weights import LoadedModel, StageKind, load_stage_model
 from model.keypoints import NUM_KEYPOINTS, SKELETON
-from pipeline.stages import (
+from pipeline.batches import (
     Batch,
-    annotation_table,
     ok_rows,
     per_image_or_isolated,
-    person_records,
     require_columns,
     with_internal_errors,
 )
+from pipeline.rows import annotation_table, person_records
 from pipeline.storage import storage_options
-from schemas.spec import StageSpec, StorageSpec
+from schemas.spec import JobSpec, StageSpec
 
 
 def load_stage_weights(
-    kind: StageKind,
-    stage: StageSpec,
-    device: torch.device,
-    storage: StorageSpec | None,
-    weights_sha256: str | None,
+    kind: StageKind, spec: JobSpec, device: torch.device, weights_sha256: str | None
 ) -> LoadedModel:
     """A stage's network, its checkpoint read with the job's storage settings (not the
-    environment's) and checked to be the bytes the driver validated."""
-    options = storage_options(stage.checkpoint, storage) if stage.checkpoint and storage else {}
+    environment's) and, given ``weights_sha256``, checked to be the bytes the driver checked."""
+    stage: StageSpec = getattr(spec, kind)
+    options = storage_options(stage.checkpoint, spec.storage) if stage.checkpoint else {}
     return load_stage_model(kind, stage.checkpoint, device, options, weights_sha256)
 
 
 class CoarseStage:
     """CoarsePoseNet on each ok image: adds fixed-shape proposal, peak and limb-score columns."""
 
-    def __init__(
-        self,
-        stage: StageSpec,
-        device: str,
-        proposals: int,
-        peaks: int,
-        kpt_thr: float,
-        storage: StorageSpec | None = None,
-        weights_sha256: str | None = None,
-    ):
-        torch_device = resolve_device(device)
-        loaded = load_stage_weights("stage1", stage, torch_device, storage, weights_sha256)
-        self.model = CoarsePoseModel(loaded, torch_device, proposals, peaks, kpt_thr)
-        self.proposals, self.peaks = proposals, peaks
+    def __init__(self, spec: JobSpec, weights_sha256: str | None = None):
+        device = resolve_device(spec.device)
+        loaded = load_stage_weights("stage1", spec, device, weights_sha256)
+        self.proposals, self.peaks = spec.proposals_per_image, spec.peaks_per_keypoint
+        self.model = CoarsePoseModel(
+            loaded, device, self.proposals, self.peaks, spec.filter.keypoint_score_threshold
+        )
 
     def __call__(self, batch: Batch) -> Batch:
         require_columns(batch, ("status", "image"), "stage 1")
@@ -95,20 +79,12 @@ class CoarseStage:
 class RefineStage:
     """PoseRefinementNet over person crops batched across images; emits final Arrow rows."""
 
-    def __init__(
-        self,
-        stage: StageSpec,
-        device: str,
-        flip_test: bool,
-        max_crops: int,
-        storage: StorageSpec | None = None,
-        weights_sha256: str | None = None,
-    ):
-        torch_device = resolve_device(device)
-        loaded = load_stage_weights("refiner", stage, torch_device, storage, weights_sha256)
-        self.model = PoseRefinerModel(loaded, torch_device, flip_test, max_crops)
+    def __init__(self, spec: JobSpec, max_crops: int, weights_sha256: str | None = None):
+        device = resolve_device(spec.device)
+        loaded = load_stage_weights("refiner", spec, device, weights_sha256)
+        self.model = PoseRefinerModel(loaded, device, spec.flip_test, max_crops)
         # The flip test runs the refiner twice per crop; stats count forward passes.
-        self.passes_per_crop = 2 if flip_test else 1
+        self.passes_per_crop = 2 if spec.flip_test else 1
 
     def __call__(self, batch: Batch) -> pa.Table:
         require_columns(

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from model.inference import StageWeights
+from model.inference.weights import StageWeights
 from pipeline.errors import JobSetupError
 from pipeline.sink import write_text
 from pipeline.storage import filesystem_for

@@ -11,27 +11,28 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import ray
 from ray.data import ActorPoolStrategy, DataContext, Dataset, SaveMode
+from ray.data.datasource import FilenameProvider
 
 from model.checkpoint import CheckpointError
-from model.inference import StageWeights, check_stage_weights
+from model.inference.weights import StageWeights, check_stage_weights
 from pipeline.actors import CoarseStage, RefineStage
 from pipeline.errors import JobSetupError
 from pipeline.identity import job_fingerprint, new_run, read_runs, write_runs
 from pipeline.progress import ProgressReporter
 from pipeline.sink import (
     JobPaths,
-    PartFilenames,
     foreign_files,
     next_run_index,
+    part_filename,
     quarantine_incomplete_files,
     read_annotations,
     run_prefix,
     write_text,
 )
-from pipeline.stages import decode_batch, filter_batch
 from pipeline.stats import RunFacts, build_stats, write_stats
 from pipeline.storage import (
     InputError,
@@ -41,6 +42,7 @@ from pipeline.storage import (
     read_manifest,
     storage_options,
 )
+from pipeline.tasks import decode_batch, filter_batch
 from schemas.output import JobStats, RunRecord
 from schemas.spec import AUTO_GPUS_PER_ACTOR, JobSpec
 
@@ -59,7 +61,7 @@ MAX_CROPS_PER_FORWARD = 64
 # and max_task_retries=-1 (the batches it had in flight are sent again to the restarted
 # actor); tasks run with max_retries=-1, so lost blocks are rebuilt from lineage. Passing
 # these explicitly would need the deprecated **ray_remote_args of map_batches (removed in Ray
-# 2.64). A re-executed write task rewrites its own file (PartFilenames), so no image is
+# 2.64). A re-executed write task rewrites its own file (part_filename), so no image is
 # written twice. tests/e2e/test_node_loss.py proves it.
 
 
@@ -85,6 +87,79 @@ def _sha256(weights: Mapping[str, StageWeights] | None, kind: str) -> str | None
     return weights[kind].sha256 if weights else None
 
 
+class PartFilenames(FilenameProvider):
+    """Ray Data's names for a run's annotation files: ``pipeline.sink.part_filename``."""
+
+    def __init__(self, run_index: int) -> None:
+        super().__init__(file_format="parquet")
+        self.run_index = run_index
+
+    def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
+        return part_filename(self.run_index, task_index, write_uuid)
+
+
+def read_and_decode(spec: JobSpec, items: list[dict[str, Any]]) -> Dataset:
+    """Source and fetch+decode tasks: one row per item (``uri`` plus any extra columns)."""
+    ds = ray.data.from_items(
+        items, override_num_blocks=max(1, min(len(items) // DECODE_BATCH, 200))
+    )
+    return ds.map_batches(
+        decode_batch,
+        fn_kwargs={"decode": spec.decode, "storage": spec.storage},
+        batch_size=DECODE_BATCH,
+        batch_format="numpy",
+        num_cpus=DECODE_NUM_CPUS,
+    )
+
+
+def add_stage1(
+    ds: Dataset, spec: JobSpec, gpus: dict[str, float], weights: Mapping[str, StageWeights] | None
+) -> Dataset:
+    """The stage-1 actor pool: proposals, peaks and limb scores per image."""
+    return ds.map_batches(
+        CoarseStage,
+        fn_constructor_kwargs={"spec": spec, "weights_sha256": _sha256(weights, "stage1")},
+        compute=ActorPoolStrategy(size=spec.stage1.actors),
+        batch_size=spec.stage1.batch_size,
+        batch_format="numpy",
+        num_cpus=spec.stage1.num_cpus,
+        num_gpus=gpus["stage1"],
+        resources=dict(spec.stage1.resources) or None,
+    )
+
+
+def add_task(ds: Dataset, job_spec: JobSpec, fn: Any, **fn_kwargs: Any) -> Dataset:
+    """A stateless CPU task between the model stages (filtering, given boxes); ``fn_kwargs``
+    go to ``fn``."""
+    return ds.map_batches(
+        fn,
+        fn_kwargs=fn_kwargs,
+        batch_size=job_spec.stage1.batch_size,
+        batch_format="numpy",
+        num_cpus=FILTER_NUM_CPUS,
+    )
+
+
+def add_refiner(
+    ds: Dataset, spec: JobSpec, gpus: dict[str, float], weights: Mapping[str, StageWeights] | None
+) -> Dataset:
+    """The stage-3 actor pool: refined poses, emitted as the output rows."""
+    return ds.map_batches(
+        RefineStage,
+        fn_constructor_kwargs={
+            "spec": spec,
+            "max_crops": MAX_CROPS_PER_FORWARD,
+            "weights_sha256": _sha256(weights, "refiner"),
+        },
+        compute=ActorPoolStrategy(size=spec.refiner.actors),
+        batch_size=spec.refiner.batch_size,
+        batch_format="numpy",
+        num_cpus=spec.refiner.num_cpus,
+        num_gpus=gpus["refiner"],
+        resources=dict(spec.refiner.resources) or None,
+    )
+
+
 def build_dataset(
     spec: JobSpec,
     uris: list[str],
@@ -96,58 +171,10 @@ def build_dataset(
     ``gpus``: GPUs per actor of each model stage, from ``gpus_per_actor``. ``weights``: the
     checked weights of each stage; every actor verifies it loads those very bytes.
     """
-    ds = ray.data.from_items(
-        [{"uri": u} for u in uris], override_num_blocks=max(1, min(len(uris) // DECODE_BATCH, 200))
-    )
-    ds = ds.map_batches(
-        decode_batch,
-        fn_kwargs={"decode": spec.decode, "storage": spec.storage},
-        batch_size=DECODE_BATCH,
-        batch_format="numpy",
-        num_cpus=DECODE_NUM_CPUS,
-    )
-    ds = ds.map_batches(
-        CoarseStage,
-        fn_constructor_kwargs={
-            "stage": spec.stage1,
-            "device": spec.device,
-            "proposals": spec.proposals_per_image,
-            "peaks": spec.peaks_per_keypoint,
-            "kpt_thr": spec.filter.keypoint_score_threshold,
-            "storage": spec.storage,
-            "weights_sha256": _sha256(weights, "stage1"),
-        },
-        compute=ActorPoolStrategy(size=spec.stage1.actors),
-        batch_size=spec.stage1.batch_size,
-        batch_format="numpy",
-        num_cpus=spec.stage1.num_cpus,
-        num_gpus=gpus["stage1"],
-        resources=dict(spec.stage1.resources) or None,
-    )
-    ds = ds.map_batches(
-        filter_batch,
-        fn_kwargs={"spec": spec.filter},
-        batch_size=spec.stage1.batch_size,
-        batch_format="numpy",
-        num_cpus=FILTER_NUM_CPUS,
-    )
-    return ds.map_batches(
-        RefineStage,
-        fn_constructor_kwargs={
-            "stage": spec.refiner,
-            "device": spec.device,
-            "flip_test": spec.flip_test,
-            "max_crops": MAX_CROPS_PER_FORWARD,
-            "storage": spec.storage,
-            "weights_sha256": _sha256(weights, "refiner"),
-        },
-        compute=ActorPoolStrategy(size=spec.refiner.actors),
-        batch_size=spec.refiner.batch_size,
-        batch_format="numpy",
-        num_cpus=spec.refiner.num_cpus,
-        num_gpus=gpus["refiner"],
-        resources=dict(spec.refiner.resources) or None,
-    )
+    ds = read_and_decode(spec, [{"uri": u} for u in uris])
+    ds = add_stage1(ds, spec, gpus, weights)
+    ds = add_task(ds, spec, filter_batch, spec=spec.filter)
+    return add_refiner(ds, spec, gpus, weights)
 
 
 @dataclass(frozen=True)

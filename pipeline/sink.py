@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from ray.data.datasource import FilenameProvider
 
-from pipeline.storage import filesystem_for, join_uri
+from pipeline.errors import JobSetupError
+from pipeline.storage import filesystem_for
 from schemas.output import ANNOTATION_SCHEMA
-from schemas.spec import JobSpec, StorageSpec
+from schemas.spec import JobSpec, StorageSpec, join_uri
 
 INCOMPLETE_SUFFIX = ".incomplete"
-# The names PartFilenames gives; any other file in annotations/ is not the job's.
+# The names part_filename gives; any other file in annotations/ is not the job's.
 _PART_NAME = re.compile(r"run-\d{3,}-part-\d{6,}-[A-Za-z0-9_-]+\.parquet")
 
 
@@ -47,19 +49,13 @@ def run_prefix(run_index: int) -> str:
     return f"run-{run_index:03d}-"
 
 
-class PartFilenames(FilenameProvider):
+def part_filename(run_index: int, task_index: int, write_uuid: str) -> str:
     """``run-RRR-part-TTTTTT-WRITEUUID.parquet``: run index, write task, and the write's id.
 
     A retried write task rewrites its own file (same run, task and write id) instead of
     adding a second copy; a later run of the job id never touches an earlier run's files.
     """
-
-    def __init__(self, run_index: int) -> None:
-        super().__init__(file_format="parquet")
-        self.prefix = run_prefix(run_index)
-
-    def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
-        return f"{self.prefix}part-{task_index:06d}-{write_uuid}.parquet"
+    return f"{run_prefix(run_index)}part-{task_index:06d}-{write_uuid}.parquet"
 
 
 def next_run_index(annotations_uri: str, storage: StorageSpec) -> int:
@@ -141,3 +137,57 @@ def read_annotations(
         return pa.concat_tables(tables)
     empty = ANNOTATION_SCHEMA.empty_table()
     return empty.select(columns) if columns else empty
+
+
+class NoAnnotationsError(JobSetupError):
+    """A job folder without annotation files; the message names where it looked."""
+
+
+def job_part_files(job_uri: str, storage: StorageSpec) -> tuple[Any, list[str]]:
+    """The filesystem and a job's annotation part files, sorted.
+
+    ``job_uri`` is ``OUTPUT/JOB_ID`` or its ``annotations/`` folder.
+
+    Raises:
+        NoAnnotationsError: nothing there, or the storage cannot be listed.
+    """
+    for uri in (join_uri(job_uri, "annotations"), job_uri):
+        fs, path = filesystem_for(uri, storage)
+        try:
+            found = sorted(p for p in fs.find(path) if is_part_file(p)) if fs.isdir(path) else []
+        except Exception as exc:  # storage unreachable, credentials, ...
+            raise NoAnnotationsError(f"cannot list {uri!r}: {type(exc).__name__}: {exc}") from exc
+        if found:
+            return fs, found
+    raise NoAnnotationsError(
+        f"no annotation files (run-RRR-part-*.parquet) under {join_uri(job_uri, 'annotations')!r}"
+        "; --job is OUTPUT/JOB_ID of a detpose run"
+    )
+
+
+def iter_part_batches(
+    fs: Any,
+    files: list[str],
+    columns: list[str],
+    batch_rows: int,
+    warnings: list[str],
+    skipped: set[str],
+) -> Iterator[pa.RecordBatch]:
+    """``columns`` of every row of ``files``, one record batch at a time (memory: one batch).
+
+    A file that cannot be read (a running or killed run's last write, a foreign writer) is
+    left out from the failure on, named in ``warnings`` and added to ``skipped``; a file
+    already in ``skipped`` is not read again, so every pass over a job sees the same rows.
+    """
+    for path in files:
+        if path in skipped:
+            continue
+        try:
+            with fs.open(path, "rb") as fh:
+                yield from pq.ParquetFile(fh).iter_batches(batch_size=batch_rows, columns=columns)
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            skipped.add(path)
+            warnings.append(
+                f"could not read {path.rsplit('/', 1)[-1]} (its rows from there on are left "
+                f"out): {type(exc).__name__}: {str(exc)[:200]}"
+            )

@@ -112,7 +112,7 @@ def filesystem_for(uri: str, storage: StorageSpec) -> tuple[fsspec.AbstractFileS
 def image_filesystem_for(uri: str, storage: StorageSpec) -> tuple[fsspec.AbstractFileSystem, str]:
     """``filesystem_for`` for reading images: on S3 every call is a single attempt.
 
-    ``pipeline.decode.fetch_bytes`` retries, bounds and counts every retry of an image read
+    ``pipeline.fetch.fetch_bytes`` retries, bounds and counts every retry of an image read
     itself, so none of the layers below may resend on its own: s3fs (``retries`` = attempts
     in its ``_error_wrapper``, default 5), botocore (``total_max_attempts``, default 5 in
     legacy mode) and aiohttp (one silent resend of a GET or HEAD). Left on, they multiply
@@ -136,14 +136,6 @@ def absolute_if_local(uri: str) -> str:
     if uri_scheme(uri) == "" and not os.path.isabs(uri):
         return os.path.abspath(uri)
     return uri
-
-
-def join_uri(base: str, *parts: str) -> str:
-    """``base/part/...`` keeping the scheme of ``base``."""
-    out = base.rstrip("/")
-    for part in parts:
-        out = f"{out}/{part.strip('/')}"
-    return out
 
 
 def image_id_for(uri: str) -> int:

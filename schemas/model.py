@@ -66,9 +66,6 @@ class CoarseNetConfig(_TrainingFields):
         128, ge=8, description="Width of the light coarse-pose tails (heatmaps and PAFs)."
     )
     det_channels: int = Field(128, ge=8, description="Width of the person-detection branch.")
-    top_k: int = Field(
-        100, ge=1, le=1000, description="Box proposals kept per image (top-K centres, no NMS)."
-    )
     heatmap_sigma: float = Field(
         1.5, gt=0.0, le=16.0, description="Std of the keypoint target Gaussians, in output pixels."
     )
@@ -192,7 +189,6 @@ _COARSE_PRESETS: dict[str, dict] = {
         hourglass_depth=3,
         pose_channels=32,
         det_channels=32,
-        top_k=20,
         heatmap_sigma=1.0,
         flip_prob=0.5,
         max_rotation_deg=15.0,
@@ -208,7 +204,6 @@ _COARSE_PRESETS: dict[str, dict] = {
         hourglass_depth=4,
         pose_channels=128,
         det_channels=128,
-        top_k=100,
         learning_rate=2.5e-4,
         batch_size=16,
         default_steps=140_000,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple, get_args
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
@@ -10,23 +10,71 @@ from pydantic import BaseModel, ConfigDict, Field
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 
-# Why an image has no annotation. Every kind is a user-actionable category.
+# Why an image has no annotation (an error row's ``error_kind``). Every kind is a
+# user-actionable category; ``ERROR_KINDS`` lists them in this order.
 ErrorKind = Literal["missing", "unreadable", "too_large", "unsupported", "storage", "internal"]
-ERROR_KINDS: tuple[str, ...] = ErrorKind.__args__  # type: ignore[attr-defined]
+ERROR_KINDS: tuple[str, ...] = get_args(ErrorKind)
 
 ORIGIN_DETECTED = "detected"
 ORIGIN_RECOVERED = "recovered"
 
-# Algorithm-1 counters kept on every row, so statistics can be rebuilt from the output alone.
-COUNT_FIELDS: tuple[str, ...] = (
-    "proposals",
-    "dropped_low_score",
-    "dropped_few_keypoints",
-    "dropped_duplicate",
-    "recovered",
-    "accepted",
-    "refinement_runs",
+
+class CountField(NamedTuple):
+    """One per-image counter: its name (a field of a row's ``counts`` and of ``JobStats``) and
+    what it counts."""
+
+    name: str
+    description: str
+
+
+# The per-image counters, declared once. Every row carries them in ``counts`` (so statistics
+# can be rebuilt from the output alone), ``JobStats`` holds their sums (with these
+# descriptions), and ``model.types.FilterCounts`` holds the filter's share. Every proposal ends
+# in exactly one of dropped_low_score, dropped_few_keypoints, dropped_duplicate and accepted.
+FILTER_COUNTERS: tuple[CountField, ...] = (
+    CountField("proposals", "Box proposals of stage 1 (top-K person centres, no NMS)."),
+    CountField(
+        # Not renamed to what it counts: the name is a column of the output schema.
+        "dropped_low_score",
+        "Proposals scoring below filter.box_score_threshold, proposals whose box is empty "
+        "after clipping to the image, and accepted (detected) persons cut by "
+        "filter.max_persons; in every filter mode. Despite the name, the last two need not "
+        "have a low score.",
+    ),
+    CountField(
+        "dropped_few_keypoints",
+        "Proposals whose own coarse pose is missing or has n_kpt <= filter.min_keypoints "
+        "(mode coarse only).",
+    ),
+    CountField(
+        "dropped_duplicate",
+        "Proposals whose coarse pose repeats an accepted person's (the same grouped pose, or "
+        "OKS above filter.duplicate_oks; mode coarse), or boxes suppressed by NMS (modes nms "
+        "and oks_nms).",
+    ),
+    CountField(
+        "recovered",
+        "Persons added with a kpt2box box for a valid pose inside an accepted box that no "
+        "person explains (mode coarse only); extra outputs, not proposals. Recovered persons "
+        "cut by filter.max_persons, or whose box is empty after clipping, are counted nowhere.",
+    ),
+    CountField(
+        "accepted",
+        "Proposals kept as persons and sent to refinement (Algorithm 1 in mode coarse, kept "
+        "by NMS in nms / oks_nms, every usable box in none), after the filter.max_persons "
+        "cut; persons written == accepted + recovered.",
+    ),
 )
+REFINER_COUNTERS: tuple[CountField, ...] = (
+    CountField(
+        "refinement_runs",
+        "Refiner passes over person crops (two per crop with flip_test).",
+    ),
+)
+COUNTERS: tuple[CountField, ...] = FILTER_COUNTERS + REFINER_COUNTERS
+COUNT_FIELDS: tuple[str, ...] = tuple(c.name for c in COUNTERS)
+FILTER_COUNT_FIELDS: tuple[str, ...] = tuple(c.name for c in FILTER_COUNTERS)
+COUNT_DESCRIPTIONS: dict[str, str] = {c.name: c.description for c in COUNTERS}
 
 PERSON_TYPE = pa.struct(
     [
@@ -41,7 +89,7 @@ PERSON_TYPE = pa.struct(
 
 COUNTS_TYPE = pa.struct([pa.field(name, pa.int32(), nullable=False) for name in COUNT_FIELDS])
 
-# Kinds of transient storage error a read is retried for (pipeline.decode.retry_kind):
+# Kinds of transient storage error a read is retried for (pipeline.fetch.retry_kind):
 # throttled (429, 503 SlowDown and other throttling codes), server_error (other 5xx, malformed
 # responses), connection (refused, reset, closed mid-body), timeout (connect or read timeout).
 RETRY_KINDS: tuple[str, ...] = ("throttled", "server_error", "connection", "timeout")
@@ -68,6 +116,12 @@ ANNOTATION_SCHEMA = pa.schema(
     # 2: storage_retries added (version 1 files read back with it null).
     metadata={b"detpose.schema_version": b"2"},
 )
+
+
+# An evaluation's rows: one per (image, filter mode), so several modes share stage 1.
+EVAL_ROW_SCHEMA = ANNOTATION_SCHEMA.append(
+    pa.field("filter_mode", pa.string(), nullable=False)
+).with_metadata(ANNOTATION_SCHEMA.metadata)
 
 
 class StageStats(BaseModel):
@@ -105,17 +159,22 @@ class JobStats(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    job_id: str
+    job_id: str = Field(..., description="The job id (names OUTPUT/JOB_ID/).")
     started_at: str = Field(..., description="UTC ISO-8601.")
     finished_at: str = Field(..., description="UTC ISO-8601.")
-    wall_s: float = Field(..., ge=0.0)
+    wall_s: float = Field(..., ge=0.0, description="Wall-clock seconds of this run.")
     images_in: int = Field(..., ge=0, description="Input images listed for this job.")
     skipped_non_image: int = Field(
         0, ge=0, description="Files under input prefixes without an image extension (not rows)."
     )
-    images_ok: int = Field(..., ge=0)
-    images_error: int = Field(..., ge=0)
-    errors_by_kind: dict[str, int] = Field(default_factory=dict)
+    images_ok: int = Field(..., ge=0, description="Rows with status 'ok'.")
+    images_error: int = Field(
+        ..., ge=0, description="Rows with status 'error' (images_in == images_ok + images_error)."
+    )
+    errors_by_kind: dict[str, int] = Field(
+        default_factory=dict,
+        description="Error rows by error_kind (one of ERROR_KINDS); kinds without errors absent.",
+    )
     storage_retries: dict[str, int] = Field(
         default_factory=dict,
         description="Retries of image reads from storage by kind (throttled, server_error, "
@@ -126,17 +185,22 @@ class JobStats(BaseModel):
     )
     images_per_s: float = Field(..., ge=0.0, description="images_this_run / wall_s.")
     persons: int = Field(..., ge=0, description="Persons written (accepted + recovered).")
-    proposals: int = Field(..., ge=0)
-    dropped_low_score: int = Field(..., ge=0)
-    dropped_few_keypoints: int = Field(..., ge=0)
-    dropped_duplicate: int = Field(..., ge=0)
-    recovered: int = Field(..., ge=0)
-    accepted: int = Field(..., ge=0)
-    refinement_runs: int = Field(
-        ..., ge=0, description="Refiner passes over person crops (two per crop with flip_test)."
+    # The counters of COUNTERS, summed over the rows; a unit test keeps these equal to it.
+    proposals: int = Field(..., ge=0, description=COUNT_DESCRIPTIONS["proposals"])
+    dropped_low_score: int = Field(..., ge=0, description=COUNT_DESCRIPTIONS["dropped_low_score"])
+    dropped_few_keypoints: int = Field(
+        ..., ge=0, description=COUNT_DESCRIPTIONS["dropped_few_keypoints"]
     )
-    refinement_runs_per_person: float = Field(..., ge=0.0)
-    stages: list[StageStats] = Field(default_factory=list)
+    dropped_duplicate: int = Field(..., ge=0, description=COUNT_DESCRIPTIONS["dropped_duplicate"])
+    recovered: int = Field(..., ge=0, description=COUNT_DESCRIPTIONS["recovered"])
+    accepted: int = Field(..., ge=0, description=COUNT_DESCRIPTIONS["accepted"])
+    refinement_runs: int = Field(..., ge=0, description=COUNT_DESCRIPTIONS["refinement_runs"])
+    refinement_runs_per_person: float = Field(
+        ..., ge=0.0, description="refinement_runs / persons (0 without persons)."
+    )
+    stages: list[StageStats] = Field(
+        default_factory=list, description="Per Ray Data operator, source to sink."
+    )
     gpus_per_actor: dict[str, float] = Field(
         default_factory=dict, description="GPUs each model-stage actor held ('auto' resolved)."
     )
@@ -150,10 +214,15 @@ class JobStats(BaseModel):
         default_factory=list,
         description="Every run of this job id, oldest first, with the settings each ran with.",
     )
-    warnings: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Problems worth a look; '[internal]' ones make the run exit with code 3.",
+    )
     ray_data_stats: str = Field("", description="Ray Data's human-readable stats text.")
     spec: dict[str, Any] = Field(default_factory=dict, description="The spec that ran, redacted.")
-    versions: dict[str, str] = Field(default_factory=dict)
+    versions: dict[str, str] = Field(
+        default_factory=dict, description="Versions of Python and the packages that shape results."
+    )
 
     def summary_line(self) -> str:
         """One line for a terminal."""

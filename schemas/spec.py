@@ -7,6 +7,7 @@ ignored. ``JobSpec.from_yaml`` is the one way to read it from a file.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -32,6 +33,8 @@ AUTO_GPUS_PER_ACTOR = 0.5
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # Windows drive letters ("C:\...") parse as a one-letter scheme; they are local paths.
 LOCAL_SCHEMES = frozenset({"", "file", "local"})
+# Where a job's images come from: exactly one of these is given.
+SOURCE_FIELDS = ("inputs", "manifest")
 
 
 class SpecError(ValueError):
@@ -58,6 +61,15 @@ def check_uri(uri: str) -> str:
             "or another fsspec protocol (e.g. gs://, az://, http://)"
         )
     return uri
+
+
+def join_uri(base: str, *parts: str) -> str:
+    """``base/part/...`` for local paths and URIs alike, keeping the scheme of ``base``.
+
+    Slashes where the pieces meet are not doubled; an empty ``base`` gives the parts alone.
+    """
+    pieces = [base.rstrip("/")] if base else []
+    return "/".join([*pieces, *(part.strip("/") for part in parts)])
 
 
 class StorageSpec(BaseModel):
@@ -278,11 +290,31 @@ class JobSpec(BaseModel):
             raise SpecError(format_validation_error(exc, source)) from None
 
     @classmethod
-    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> JobSpec:
-        """Load a spec from a YAML file (safe loader), then apply top-level ``overrides``."""
-        data = load_yaml_mapping(path)
-        data.update(overrides or {})
-        return cls.parse(data, source=str(path))
+    def from_yaml(
+        cls,
+        path: str | Path | None,
+        overrides: Mapping[str, Any] | None = None,
+        defaults: Mapping[str, Any] | None = None,
+    ) -> JobSpec:
+        """Load a spec from a YAML file (safe loader; ``None``: no file), under ``overrides``.
+
+        - ``overrides`` win over the file (see :func:`merge_spec_data`): a section given as a
+          mapping is merged field by field, so ``{"filter": {"mode": "nms"}}`` keeps the
+          file's other filter fields, and an override naming ``inputs`` or ``manifest``
+          replaces the file's source.
+        - ``defaults`` fill what neither gives; a default source only when neither names a
+          non-empty one.
+
+        Errors name ``path`` ("command line" without a file).
+        """
+        data = load_yaml_mapping(path) if path is not None else {}
+        data = merge_spec_data(data, overrides or {})
+        for key, value in (defaults or {}).items():
+            if key not in SOURCE_FIELDS:
+                data.setdefault(key, value)
+            elif not any(data.get(field) for field in SOURCE_FIELDS):
+                data[key] = value
+        return cls.parse(data, source="command line" if path is None else str(path))
 
     def to_public_dict(self) -> dict[str, Any]:
         """The spec as plain data with every secret removed (safe to write to outputs and logs)."""
@@ -295,6 +327,26 @@ class JobSpec(BaseModel):
     def to_yaml(self) -> str:
         """The redacted spec as YAML, in field order."""
         return yaml.safe_dump(self.to_public_dict(), sort_keys=False)
+
+
+def merge_spec_data(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """Spec data ``base`` with ``top`` laid over it.
+
+    A field ``top`` gives replaces ``base``'s, except that a section given as a mapping in both
+    (``filter``, ``stage1``, ``decode``, ...) is merged field by field, one level deep. A job
+    has one source: when ``top`` names ``inputs`` or ``manifest``, ``base``'s source is dropped.
+    """
+    out = dict(base)
+    if any(field in top for field in SOURCE_FIELDS):
+        for field in SOURCE_FIELDS:
+            out.pop(field, None)
+    for key, value in top.items():
+        section = out.get(key)
+        if isinstance(section, Mapping) and isinstance(value, Mapping):
+            out[key] = {**section, **value}
+        else:
+            out[key] = value
+    return out
 
 
 def load_yaml_mapping(path: str | Path) -> dict[str, Any]:

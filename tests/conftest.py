@@ -87,7 +87,7 @@ def ray_local() -> Iterator[None]:
     """A real local Ray runtime, started once for the integration tests."""
     import ray
 
-    from jobs.run_cmd import init_ray
+    from jobs.common import init_ray
 
     init_ray(num_cpus=8)
     yield

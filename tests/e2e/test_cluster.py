@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from jobs.cluster_cmd import cluster_entrypoint
+from schemas.spec import SpecError
 from tests.conftest import _free_port
-from tests.helpers import cli_env, run_cli, write_images, write_job_spec
+from tests.helpers import REPO_ROOT, cli_env, run_cli, write_images, write_job_spec
 
 RAY = str(Path(sys.executable).parent / "ray")
 
@@ -111,3 +113,45 @@ def test_submit_refuses_inline_credentials(tmp_path):
     assert result.returncode == 2
     assert "must not carry credentials" in result.stderr
     assert "hunter2" not in result.stderr + result.stdout and "AKIASECRET" not in result.stderr
+
+
+def test_eval_runs_on_the_cluster_through_submit(ray_head, tmp_path):
+    data = REPO_ROOT / "tests" / "data" / "coco_sample"
+    spec = write_job_spec(tmp_path, "eval-on-cluster", data / "images")
+    submitted = run_cli(
+        "submit",
+        "--address",
+        ray_head,
+        "--spec",
+        str(spec),
+        "--wait",
+        "--timeout",
+        "600",
+        "--poll-interval",
+        "1",
+        "--",
+        "eval",
+        "--annotations",
+        str(data / "annotations.json"),
+        "--images",
+        str(data / "images"),
+        "--output",
+        str(tmp_path / "eval"),
+        "--filter",
+        "coarse,nms",
+        cwd=tmp_path,
+    )
+    assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+    record = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert list(record["modes"]) == ["coarse", "nms"]
+    assert record["modes"]["coarse"]["images_ok"] == 4
+
+
+def test_cluster_entrypoint_runs_run_or_eval_on_the_shipped_spec():
+    assert cluster_entrypoint([]) == "python -m jobs.cli run --spec detpose_job.yaml"
+    assert cluster_entrypoint(["--", "eval", "--images", "s3://b/my photos/"]) == (
+        "python -m jobs.cli eval --images 's3://b/my photos/' --spec detpose_job.yaml"
+    )
+    for bad in (["train", "stage1"], ["eval", "--spec", "x.yaml"]):
+        with pytest.raises(SpecError):
+            cluster_entrypoint(bad)

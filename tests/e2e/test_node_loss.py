@@ -22,7 +22,7 @@ import pytest
 
 from tests.helpers import REPO_ROOT, cli_command, cli_env, write_images, write_job_spec
 
-IMAGES = 60
+IMAGES = 120
 HOST_RESOURCE = {"refiner_host": 1.0}
 # Ray processes on every node import DetPose's modules; keep worker start-up light.
 NODE_ARGS = {"object_store_memory": 150 * 1024 * 1024, "include_dashboard": False}
@@ -82,7 +82,7 @@ def test_lost_worker_node_mid_job_still_writes_every_image_once(cluster, tmp_pat
         tmp_path,
         "nodeloss",
         images,
-        "stage1: {batch_size: 2}\nrefiner: {batch_size: 2, resources: {refiner_host: 0.1}}\n",
+        "stage1: {batch_size: 2}\nrefiner: {batch_size: 1, resources: {refiner_host: 0.1}}\n",
     )
     log = tmp_path / "cli.log"
     started = time.monotonic()
@@ -138,7 +138,8 @@ def test_lost_worker_node_mid_job_still_writes_every_image_once(cluster, tmp_pat
     stats = json.loads((root / "stats.json").read_text())
     assert stats["images_in"] == stats["images_ok"] == IMAGES
     assert not [w for w in stats["warnings"] if w.startswith("[internal]")], stats["warnings"]
-    # The refiner ran on the lost worker (pinned by its resource) and came back on the new one.
+    # The refiner ran on the lost worker (pinned by its resource) and, as rows were still to
+    # come when the node went, ran again on the new one: restarted, or replaced by the pool.
     refiners = [
         actor
         for actor in cluster.global_state.actor_table(None).values()
@@ -146,9 +147,9 @@ def test_lost_worker_node_mid_job_still_writes_every_image_once(cluster, tmp_pat
     ]
     hosts = {worker.node_id, replacement.node_id}
     assert refiners and all(a["Address"]["NodeID"] in hosts for a in refiners), refiners
-    assert any(
-        a["NumRestarts"] >= 1 and a["Address"]["NodeID"] == replacement.node_id for a in refiners
-    ), refiners
+    assert any(a["Address"]["NodeID"] == replacement.node_id for a in refiners), [
+        (a["State"], a["NumRestarts"], a["Address"]["NodeID"][:8]) for a in refiners
+    ] + [worker.node_id[:8], replacement.node_id[:8]]
     print(
         f"node lost after {len(before_kill)}-{len(at_kill)} rows; job took {time.monotonic() - started:.1f} s"
     )

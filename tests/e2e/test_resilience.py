@@ -19,6 +19,20 @@ def annotation_rows(root: Path) -> list[dict]:
     return pds.dataset(files, format="parquet").to_table(columns=["uri", "status"]).to_pylist()
 
 
+def wait_until_files_settle(folder: Path, quiet_s: float = 3.0, limit_s: float = 60.0) -> None:
+    """Wait until nothing in ``folder`` changes for ``quiet_s``: Ray workers orphaned by the
+    killed driver may finish a write or two before they notice it is gone."""
+    deadline = time.monotonic() + limit_s
+    last, since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        now = sorted((p.name, p.stat().st_size) for p in folder.iterdir())
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.5)
+
+
 def test_killed_job_resumes_and_ends_with_every_image_once(tmp_path):
     images = tmp_path / "images"
     write_images(images, 60)
@@ -42,6 +56,7 @@ def test_killed_job_resumes_and_ends_with_every_image_once(tmp_path):
         time.sleep(0.2)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=30)
+    wait_until_files_settle(annotations)
     partial = (
         annotation_rows(tmp_path / "out" / "resume")
         if any(annotations.glob("run-000-*.parquet"))

@@ -13,7 +13,7 @@ from collections import Counter
 import boto3
 import pytest
 
-from pipeline.decode import ImageError, fetch_bytes
+from pipeline.fetch import ImageError, fetch_bytes
 from pipeline.job import run_job
 from pipeline.sink import JobPaths, read_annotations
 from pipeline.storage import image_filesystem_for

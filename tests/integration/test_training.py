@@ -13,10 +13,15 @@ import pytest
 import torch
 
 from model.checkpoint import load_checkpoint
-from model.coco_dataset import RefinerDataset, Stage1Dataset, load_coco_keypoints, read_image_rgb
-from model.geometry import apply_affine, invert_affine, scale_affine
-from model.image import make_refiner_crops
-from model.train import train
+from model.codecs.coords import apply_affine, invert_affine, scale_affine
+from model.codecs.image import make_refiner_crops
+from model.training.datasets import (
+    RefinerDataset,
+    Stage1Dataset,
+    load_coco_keypoints,
+    read_image_rgb,
+)
+from model.training.loop import train
 from schemas.model import coarse_preset, refiner_preset
 
 STEPS = 100

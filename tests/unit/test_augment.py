@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.augment import (
+from model.codecs.affine import warp_crops
+from model.keypoints import KEYPOINT_NAMES, NUM_KEYPOINTS
+from model.training.augment import (
     AugmentParams,
     augmentation_affine,
     compose_affines,
@@ -14,8 +16,6 @@ from model.augment import (
     transform_boxes,
     transform_keypoints,
 )
-from model.geometry import warp_crops
-from model.keypoints import KEYPOINT_NAMES, NUM_KEYPOINTS
 
 IDX = {name: i for i, name in enumerate(KEYPOINT_NAMES)}
 

@@ -7,11 +7,24 @@ from pathlib import Path
 
 import pytest
 import torch
+from pydantic import ValidationError
 
-from model.checkpoint import CheckpointError, build_model, load_checkpoint, save_checkpoint
-from model.refine_net import PoseRefinementNet
-from model.train import train
-from schemas.model import RefinerConfig, coarse_preset, refiner_preset
+from model.checkpoint import (
+    CheckpointError,
+    build_model,
+    load_checkpoint,
+    read_checkpoint_dict,
+    save_checkpoint,
+)
+from model.nets.refine_net import PoseRefinementNet
+from model.training.loop import train
+from schemas.model import CoarseNetConfig, RefinerConfig, coarse_preset, refiner_preset
+from tests.helpers import REPO_ROOT
+
+BUNDLED = {
+    "stage1": REPO_ROOT / "model" / "weights" / "stage1_tiny.pt",
+    "refiner": REPO_ROOT / "model" / "weights" / "refiner_tiny.pt",
+}
 
 RECORD = {
     "steps": 3,
@@ -101,6 +114,37 @@ def test_wrong_kind_missing_keys_and_mismatched_config_are_refused(tmp_path: Pat
 
     with pytest.raises(CheckpointError, match="cannot read"):
         load_checkpoint(tmp_path / "absent.pt", "refiner")
+
+
+@pytest.mark.parametrize("kind", ["stage1", "refiner"])
+def test_bundled_checkpoints_load_strictly(kind: str) -> None:
+    model, cfg, _ = load_checkpoint(BUNDLED[kind], kind)  # load_state_dict(strict=True)
+    assert set(model.state_dict()) == set(
+        torch.load(BUNDLED[kind], weights_only=True)["state_dict"]
+    )
+    assert "top_k" not in cfg.model_dump()
+
+
+def test_retired_config_field_top_k_is_dropped_and_other_unknown_fields_refused(
+    tmp_path: Path,
+) -> None:
+    # The bundled stage-1 checkpoint predates the removal of CoarseNetConfig.top_k.
+    assert "top_k" in torch.load(BUNDLED["stage1"], weights_only=True)["config"]
+    cfg = coarse_preset("tiny")
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, "stage1", build_model("stage1", cfg), cfg, RECORD)
+    payload = torch.load(path, weights_only=True)
+    payload["config"]["top_k"] = 20
+    torch.save(payload, path)
+    _, loaded_cfg, _ = load_checkpoint(path, "stage1")
+    assert loaded_cfg == cfg
+    assert read_checkpoint_dict(path)["config"] == cfg.model_dump(mode="json")  # resume compares
+    with pytest.raises(ValidationError):
+        CoarseNetConfig(top_k=20)  # gone from the config itself
+    payload["config"]["top_kk"] = 20
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="invalid stage1 config"):
+        load_checkpoint(path, "stage1")
 
 
 def test_saving_refuses_records_that_would_need_pickle(tmp_path: Path) -> None:

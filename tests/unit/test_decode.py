@@ -7,12 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.decode import (
-    decode_heatmaps,
-    flip_heatmaps_back,
-    heatmap_coords_to_image,
-)
-from model.geometry import box_to_affine, warp_crops
+from model.codecs.affine import box_to_affine, warp_crops
+from model.codecs.coords import crop_heatmap_to_image
+from model.codecs.heatmaps import decode_heatmaps, flip_heatmaps_back
 from model.keypoints import FLIP_PAIRS, NUM_KEYPOINTS, flip_permutation
 
 
@@ -110,16 +107,16 @@ def test_crop_decode_backproject_round_trip_within_half_pixel(
     crops = warp_crops([image], np.array([0]), affine, CROP_HW)
     heatmaps = F.avg_pool2d(crops, kernel_size=STRIDE)  # heatmap pixel j = crop pixels 4j..4j+3
     coords_hm, _ = decode_heatmaps(heatmaps)
-    coords_img = heatmap_coords_to_image(coords_hm, affine, STRIDE)
+    coords_img = crop_heatmap_to_image(coords_hm, affine, STRIDE)
     np.testing.assert_allclose(coords_img[0], kpts_img, atol=0.5)
 
 
-def test_heatmap_coords_to_image_known_answer_for_unrotated_box() -> None:
+def test_crop_heatmap_to_image_known_answer_for_unrotated_box() -> None:
     # Box 96 x 128 at (10, 20) with padding 1 fills a 128 x 96 crop at 1 crop px per image px:
     # the box's edge x = 10 is the crop's left edge (crop x = -0.5), so crop pixel c sits at
     # image 10.5 + c. Heatmap pixel 0 covers crop pixels 0..3, centre 1.5, i.e. image 12.
     affine = box_to_affine(np.array([[10.0, 20.0, 106.0, 148.0]]), (128, 96), padding=1.0)
-    coords_img = heatmap_coords_to_image(np.array([[[0.0, 0.0], [23.0, 31.0]]]), affine, 4)
+    coords_img = crop_heatmap_to_image(np.array([[[0.0, 0.0], [23.0, 31.0]]]), affine, 4)
     np.testing.assert_allclose(
         coords_img[0], [[12.0, 22.0], [12.0 + 92.0, 22.0 + 124.0]], atol=1e-9
     )

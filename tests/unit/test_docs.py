@@ -65,8 +65,8 @@ def test_model_table_matches_the_code():
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from model.coarse_net import CoarsePoseNet
-    from model.refine_net import PoseRefinementNet
+    from model.nets.coarse_net import CoarsePoseNet
+    from model.nets.refine_net import PoseRefinementNet
     from schemas.model import coarse_preset, refiner_preset
 
     rows = _readme_model_rows()

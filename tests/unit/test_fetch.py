@@ -12,8 +12,8 @@ import pytest
 from botocore.parsers import ResponseParserError
 from s3fs.errors import translate_boto_error
 
-from pipeline import decode
-from pipeline.decode import ImageError, fetch_bytes, retry_kind
+from pipeline import fetch
+from pipeline.fetch import ImageError, fetch_bytes, retry_kind
 from pipeline.storage import filesystem_for, image_filesystem_for, storage_options
 from schemas.output import RETRY_KINDS
 from schemas.spec import DecodeSpec, StorageSpec
@@ -117,7 +117,7 @@ class ScriptedFS:
 @pytest.fixture
 def sleeps(monkeypatch) -> list[float]:
     slept: list[float] = []
-    monkeypatch.setattr(decode.time, "sleep", slept.append)
+    monkeypatch.setattr(fetch.time, "sleep", slept.append)
     return slept
 
 

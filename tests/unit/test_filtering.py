@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.boxes import box_iou, kpt2box
-from model.filter_scenes import person, proposals_from_poses, random_scene
-from model.filtering import filter_proposals, nms_iou, oks_nms
+from model.codecs.boxes import box_iou, kpt2box
+from model.filtering.filters import filter_proposals, nms_iou, oks_nms
+from model.filtering.scenes import person, proposals_from_poses, random_scene
 from model.keypoints import NUM_KEYPOINTS
 from model.types import CoarseProposals, FilteredPersons
 from schemas.filtering import FilterSpec

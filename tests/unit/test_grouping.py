@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.filter_scenes import person, proposals_from_poses
-from model.grouping import assign_poses_to_boxes, group_poses, match_limb
+from model.filtering.grouping import assign_poses_to_boxes, group_poses, match_limb
+from model.filtering.scenes import person, proposals_from_poses
 from model.keypoints import NUM_KEYPOINTS, SKELETON
 
 

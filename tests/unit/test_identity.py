@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from model.inference import StageWeights
+from model.inference.weights import StageWeights
 from pipeline.identity import (
     SettingsChangedError,
     fingerprint_changes,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.inference import POSE_SCORE_KEYPOINT_FLOOR, pose_scores
+from model.inference.refiner import POSE_SCORE_KEYPOINT_FLOOR, pose_scores
 from model.keypoints import NUM_KEYPOINTS
 
 

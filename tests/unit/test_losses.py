@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from model.keypoints import KEYPOINT_NAMES, NUM_KEYPOINTS
-from model.losses import (
+from model.training.losses import (
     detection_loss,
     focal_loss,
     multiscale_loss,

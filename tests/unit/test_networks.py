@@ -7,12 +7,18 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from model.coarse_net import CoarseNetOutput, CoarsePoseNet
-from model.detection import decode_proposals
-from model.geometry import box_to_affine
-from model.hourglass import Hourglass
-from model.image import IMAGE_MEAN, IMAGE_STD, letterbox, make_refiner_crops, to_network_input
-from model.refine_net import PoseRefinementNet, RefinerOutput
+from model.codecs.affine import box_to_affine
+from model.codecs.detection import decode_proposals
+from model.codecs.image import (
+    IMAGE_MEAN,
+    IMAGE_STD,
+    letterbox,
+    make_refiner_crops,
+    to_network_input,
+)
+from model.nets.coarse_net import CoarseNetOutput, CoarsePoseNet
+from model.nets.hourglass import Hourglass, stacked_hourglass_trunk
+from model.nets.refine_net import PoseRefinementNet, RefinerOutput
 from schemas.model import CoarseNetConfig, RefinerConfig, coarse_preset, refiner_preset
 
 
@@ -22,6 +28,26 @@ def test_hourglass_exposes_down_and_up_features_at_every_level() -> None:
     assert [tuple(f.shape[-2:]) for f in out.down] == [(8, 12), (4, 6), (2, 3)]
     assert [tuple(f.shape[-2:]) for f in out.up] == [(2, 3), (4, 6), (8, 12), (16, 24)]
     assert out.up[-1] is out.out
+
+
+@pytest.mark.parametrize("network", ["stage1", "refiner"])
+def test_both_networks_build_their_trunk_with_the_one_builder(network: str) -> None:
+    if network == "stage1":
+        cfg, make = coarse_preset("tiny").model_copy(update={"num_stacks": 2}), CoarsePoseNet
+    else:
+        cfg, make = refiner_preset("tiny").model_copy(update={"num_stacks": 2}), PoseRefinementNet
+    torch.manual_seed(0)
+    trunk = stacked_hourglass_trunk(cfg.channels, cfg.hourglass_depth, cfg.num_stacks)
+    torch.manual_seed(0)
+    net = make(cfg)
+    # Built first, under the checkpoints' names: same modules, same seeded initial weights.
+    for part in ("stem", "hourglasses", "features"):
+        expected = getattr(trunk, part).state_dict()
+        got = getattr(net, part).state_dict()
+        assert list(got) == list(expected), part
+        for key, value in expected.items():
+            torch.testing.assert_close(got[key], value)
+    assert len(net.joins) == cfg.num_stacks - 1
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -36,8 +62,9 @@ def test_tiny_coarse_net_outputs(training: bool) -> None:
     assert out.keypoint_heatmaps.shape == (2, 17, grid, grid)
     assert out.pafs.shape == (2, 38, grid, grid)
     assert len(out.stack_heatmaps) == len(out.stack_pafs) == cfg.num_stacks
-    boxes, scores = decode_proposals(out.centre_logits, out.size, out.offset, cfg.top_k, cfg.stride)
-    assert boxes.shape == (2, cfg.top_k, 4) and scores.shape == (2, cfg.top_k)
+    top_k = 20  # the job's proposals_per_image
+    boxes, scores = decode_proposals(out.centre_logits, out.size, out.offset, top_k, cfg.stride)
+    assert boxes.shape == (2, top_k, 4) and scores.shape == (2, top_k)
     assert ((scores >= 0) & (scores <= 1)).all()
     assert (scores[:, :-1] >= scores[:, 1:]).all()
 

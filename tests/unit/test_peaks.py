@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from model.codecs.peaks import extract_peaks, paf_limb_scores
 from model.keypoints import NUM_KEYPOINTS, SKELETON
-from model.peaks import extract_peaks, paf_limb_scores
 
 NUM_LIMBS = len(SKELETON)
 
@@ -100,7 +100,7 @@ def test_paf_score_penalises_limbs_longer_than_the_length_prior() -> None:
 
 
 def test_neighbourhood_maximum_equals_max_pool() -> None:
-    from model.peaks import _max_3x3
+    from model.codecs.peaks import _max_3x3
 
     maps = torch.rand((2, 3, 9, 7))
     maps[0, 0, 0, 0] = 5.0  # a corner maximum: padding must not leak in

@@ -157,3 +157,79 @@ def test_non_utf8_spec_file_error_names_the_file(tmp_path):
     with pytest.raises(SpecError) as err:
         JobSpec.from_yaml(path)
     assert str(path) in str(err.value) and "UTF-8" in str(err.value)
+
+
+# -- one path from file and flags to a spec (JobSpec.from_yaml, used by `detpose run`) -----------
+
+
+def _run_spec(*argv: str) -> JobSpec:
+    from jobs.cli import build_parser
+    from jobs.run_cmd import spec_from_args
+
+    return spec_from_args(build_parser().parse_args(["run", *argv]))
+
+
+def test_run_flags_override_the_spec_file_and_keep_its_other_fields(tmp_path):
+    path = _write(
+        tmp_path / "job.yaml",
+        "inputs: [a.jpg]\noutput: o\njob_id: j\nfilter: {mode: nms, min_keypoints: 5}\n",
+    )
+    spec = _run_spec("--spec", str(path), "--filter", "none", "--output", "o2", "--job-id", "k")
+    assert (spec.inputs, spec.output, spec.job_id) == (("a.jpg",), "o2", "k")
+    assert (spec.filter.mode, spec.filter.min_keypoints) == ("none", 5)
+    assert _run_spec("--spec", str(path)).filter.mode == "nms"
+
+
+def test_run_source_flag_replaces_the_files_source(tmp_path):
+    with_inputs = _write(tmp_path / "i.yaml", "inputs: [a.jpg]\n")
+    with_manifest = _write(tmp_path / "m.yaml", "manifest: list.txt\n")
+    spec = _run_spec("--spec", str(with_inputs), "--manifest", "other.txt")
+    assert (spec.inputs, spec.manifest) == ((), "other.txt")
+    spec = _run_spec("--spec", str(with_manifest), "--input", "b.jpg")
+    assert (spec.inputs, spec.manifest) == (("b.jpg",), None)
+    with pytest.raises(SpecError, match="exactly one of 'inputs'"):
+        _run_spec("--input", "b.jpg", "--manifest", "other.txt")
+
+
+def test_run_defaults_are_the_bundled_samples_and_out(tmp_path):
+    from jobs.run_cmd import sample_images
+
+    spec = _run_spec()
+    assert spec.inputs == tuple(sample_images()) and spec.inputs and spec.output == "out"
+    path = _write(tmp_path / "d.yaml", "inputs: []\ndevice: cpu\n")  # an empty source: samples
+    spec = _run_spec("--spec", str(path))
+    assert (spec.inputs, spec.device) == (tuple(sample_images()), "cpu")
+    manifest_only = _write(tmp_path / "m.yaml", "manifest: list.txt\n")
+    assert _run_spec("--spec", str(manifest_only)).inputs == ()
+
+
+def test_run_refuses_an_empty_job_id_naming_the_source(tmp_path):
+    with pytest.raises(SpecError, match=r"^command line: .*\n  job_id"):
+        _run_spec("--job-id", "")
+    path = _write(tmp_path / "j.yaml", "output: o\n")
+    with pytest.raises(SpecError, match=f"^{path}: "):
+        _run_spec("--spec", str(path), "--job-id", "")
+
+
+def test_from_yaml_merges_sections_one_level_and_defaults_only_fill_gaps(tmp_path):
+    path = _write(
+        tmp_path / "s.yaml",
+        "manifest: l.txt\noutput: o\nstage1: {batch_size: 4, resources: {a: 1}}\n",
+    )
+    spec = JobSpec.from_yaml(
+        path,
+        {"stage1": {"actors": 2, "resources": {"b": 1}}},
+        defaults={"inputs": ["x.jpg"], "output": "out", "job_id": "d"},
+    )
+    assert (spec.stage1.batch_size, spec.stage1.actors) == (4, 2)
+    assert spec.stage1.resources == {"b": 1.0}  # one level: a nested mapping is replaced
+    assert (spec.manifest, spec.inputs, spec.output, spec.job_id) == ("l.txt", (), "o", "d")
+
+
+def test_join_uri_keeps_schemes_and_never_doubles_slashes():
+    from schemas.spec import join_uri
+
+    assert join_uri("s3://b/out/", "job", "/stats.json") == "s3://b/out/job/stats.json"
+    assert join_uri("/data", "a.jpg") == "/data/a.jpg"
+    assert join_uri("/", "a.jpg") == "/a.jpg"
+    assert join_uri("", "a.jpg") == "a.jpg"

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from pipeline.actors import CoarseStage, RefineStage
-from pipeline.stages import decode_batch, filter_batch, person_records
+from pipeline.rows import person_records
+from pipeline.tasks import decode_batch, filter_batch
 from schemas.filtering import FilterSpec
 from schemas.output import ANNOTATION_SCHEMA, ORIGIN_DETECTED, ORIGIN_RECOVERED
-from schemas.spec import DecodeSpec, StageSpec, StorageSpec
+from schemas.spec import DecodeSpec, JobSpec, StorageSpec
 from tests.helpers import REPO_ROOT
 
 SAMPLES = sorted(str(p) for p in (REPO_ROOT / "jobs" / "samples").glob("*.jpg"))[:3]
@@ -17,8 +18,18 @@ SAMPLES = sorted(str(p) for p in (REPO_ROOT / "jobs" / "samples").glob("*.jpg"))
 
 @pytest.fixture(scope="module")
 def stages():
-    stage1 = CoarseStage(StageSpec(), "cpu", proposals=50, peaks=10, kpt_thr=0.1)
-    refiner = RefineStage(StageSpec(), "cpu", flip_test=False, max_crops=16)
+    spec = JobSpec.parse(
+        {
+            "inputs": SAMPLES,
+            "output": "unused",
+            "device": "cpu",
+            "proposals_per_image": 50,
+            "peaks_per_keypoint": 10,
+            "filter": {"keypoint_score_threshold": 0.1},
+        }
+    )
+    stage1 = CoarseStage(spec)
+    refiner = RefineStage(spec, max_crops=16)
     return stage1, refiner
 
 

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from model.detection import decode_proposals, encode_detection_targets
-from model.geometry import apply_affine, box_to_affine, scale_affine
+from model.codecs.affine import box_to_affine
+from model.codecs.coords import apply_affine, heatmap_to_input, input_to_heatmap, scale_affine
+from model.codecs.detection import decode_proposals, encode_detection_targets
+from model.codecs.targets import gaussian_heatmaps, paf_targets
 from model.keypoints import NUM_KEYPOINTS, SKELETON
-from model.targets import gaussian_heatmaps, paf_targets, to_heatmap_coords
 
 STRIDES = (16, 8, 4)
 CROP_HW = (64, 48)
@@ -35,7 +36,7 @@ def test_target_heatmaps_peak_exactly_at_the_keypoint_at_every_scale() -> None:
     kpts_crop = np.array([[21.3, 30.6], [27.0, 20.2], [17.7, 44.5]])
     for stride in STRIDES:
         out_hw = (CROP_HW[0] // stride, CROP_HW[1] // stride)
-        coords = to_heatmap_coords(kpts_crop, stride)
+        coords = input_to_heatmap(kpts_crop, stride)
         maps = gaussian_heatmaps(
             coords[:, None], np.ones((3, 1)), out_hw, sigma=1.0
         )  # 3 persons, 1 kpt
@@ -63,7 +64,7 @@ def test_heatmap_coords_agree_with_the_crop_affine() -> None:
     pts_crop = apply_affine(affine, pts_img)
     for stride in STRIDES:
         via_affine = apply_affine(scale_affine(affine, 1.0 / stride), pts_img)
-        np.testing.assert_allclose(to_heatmap_coords(pts_crop, stride), via_affine, atol=1e-9)
+        np.testing.assert_allclose(input_to_heatmap(pts_crop, stride), via_affine, atol=1e-9)
 
 
 def test_paf_is_the_unit_vector_on_the_limb_and_zero_elsewhere() -> None:
@@ -111,8 +112,7 @@ def test_detection_targets_round_trip_through_decoding() -> None:
 
 
 def test_heatmap_coords_round_trip():
-    from model.targets import from_heatmap_coords
 
     pts = np.array([[0.0, 0.0], [3.0, 7.5], [-0.5, 126.25]])
-    np.testing.assert_allclose(from_heatmap_coords(to_heatmap_coords(pts, 4), 4), pts, atol=1e-12)
-    np.testing.assert_allclose(to_heatmap_coords([[1.5, 5.5]], 4), [[0.0, 1.0]])
+    np.testing.assert_allclose(heatmap_to_input(input_to_heatmap(pts, 4), 4), pts, atol=1e-12)
+    np.testing.assert_allclose(input_to_heatmap([[1.5, 5.5]], 4), [[0.0, 1.0]])

@@ -1,0 +1,75 @@
+"""What several commands share: argument types that say what they expect, and Ray start-up."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+from collections.abc import Callable
+
+LOCAL_CPU_OVERSUBSCRIPTION = 4
+MIN_LOCAL_LOGICAL_CPUS = 8
+
+
+def number_in(
+    kind: type[int] | type[float],
+    low: float | None = None,
+    high: float | None = None,
+    unit: str = "",
+) -> Callable[[str], int | float]:
+    """An argparse type: an ``int`` or ``float`` within ``[low, high]`` (either may be open).
+
+    The error names the value and the range, e.g. ``got '0'; expected at least 1 seconds``.
+    """
+    suffix = f" {unit}" if unit else ""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"got {text!r}; expected a number{suffix}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"got {text!r}; expected a finite number{suffix}")
+        if low is not None and high is not None and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"got {text!r}; expected {low:g} to {high:g}{suffix}")
+        if low is not None and value < low:
+            raise argparse.ArgumentTypeError(f"got {text!r}; expected at least {low:g}{suffix}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"got {text!r}; expected at most {high:g}{suffix}")
+        return value
+
+    return parse
+
+
+def quiet_ray_logs() -> None:
+    """Keep Ray Data's per-run INFO chatter out of a user's terminal (``-v`` shows it)."""
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # It warns that its progress bars are off; ours (from written files) replace them.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+
+
+def init_ray(num_cpus: int | None, num_gpus: float | None = None) -> None:
+    """Attach to ``RAY_ADDRESS`` when set, else start a local Ray with over-subscribed CPUs.
+
+    Over-subscription keeps small machines from deadlocking: actor pools reserve CPUs up
+    front, and the read/decode tasks must still find some (Ray issue 44687).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(logging_level=logging.WARNING)
+        return
+    cpus = num_cpus or max(
+        MIN_LOCAL_LOGICAL_CPUS, LOCAL_CPU_OVERSUBSCRIPTION * (os.cpu_count() or 1)
+    )
+    # address="local": never attach by accident to another cluster running on this machine.
+    ray.init(
+        address="local",
+        num_cpus=cpus,
+        num_gpus=num_gpus,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+    )

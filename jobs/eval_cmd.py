@@ -1,0 +1,153 @@
+"""``detpose eval``: keypoint and box AP of a streaming job over a benchmark, by pycocotools.
+
+Runs the normal job (local Ray, or the cluster in ``RAY_ADDRESS``) over the annotation
+file's images once, with every requested filter mode sharing stage 1, or scores an
+existing job's annotations (``--job``). Writes ``DIR/eval.json``, ``DIR/results.json``
+(the first mode's keypoint results), ``DIR/results-MODE.json`` and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from jobs.common import number_in
+from model.evaluation.coco import DATASETS
+from schemas.filtering import FilterMode
+from schemas.spec import JobSpec, SpecError, load_yaml_mapping
+
+FILTER_MODES: tuple[str, ...] = FilterMode.__args__  # type: ignore[attr-defined]
+
+
+def _modes(text: str) -> list[str]:
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in modes if m not in FILTER_MODES]
+    if not modes or bad:
+        raise argparse.ArgumentTypeError(
+            f"got {text!r}; expected a comma-separated list of {', '.join(FILTER_MODES)}"
+        )
+    return list(dict.fromkeys(modes))
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="keypoint AP of DetPose on a COCO / OCHuman / CrowdPose annotation file",
+        description="Run the streaming job over an annotation file's images (every --filter "
+        "mode sharing stage 1) and score it with pycocotools; or score an existing job (--job).",
+    )
+    p.add_argument("--annotations", required=True, metavar="JSON", help="COCO-format file")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", metavar="URI", help="folder/prefix holding its file_names")
+    source.add_argument("--job", metavar="OUTPUT/JOB_ID", help="score this job's annotations")
+    p.add_argument("--output", required=True, metavar="DIR", help="where eval.json goes")
+    p.add_argument("--spec", metavar="FILE", help="job spec (models, batch sizes, storage)")
+    p.add_argument(
+        "--filter",
+        type=_modes,
+        default=None,
+        metavar="MODES",
+        help="comma-separated filter modes to compare (default: the spec's mode)",
+    )
+    p.add_argument(
+        "--gt-boxes", action="store_true", help="refine the annotated boxes (no stage 1)"
+    )
+    p.add_argument("--dataset", choices=DATASETS, default="coco", help="keypoint layout")
+    p.add_argument("--num-cpus", type=int, metavar="N", help="logical CPUs for a local Ray")
+    p.add_argument("--num-gpus", type=float, metavar="N", help="GPUs a local Ray offers")
+    p.add_argument(
+        "--no-progress-timeout",
+        type=number_in(float, 1.0, unit="seconds"),
+        metavar="S",
+        help="fail after S s stuck",
+    )
+    p.set_defaults(func=cmd_eval)
+
+
+def eval_spec(args: argparse.Namespace) -> JobSpec:
+    """The job spec of an evaluation: the spec file's settings, the benchmark's images."""
+    data = load_yaml_mapping(args.spec) if args.spec else {}
+    data.pop("manifest", None)
+    data["inputs"] = [args.images or args.job]
+    data["output"] = args.output
+    return JobSpec.parse(data, source=args.spec or "command line")
+
+
+def format_table(reports: dict[str, dict[str, Any]]) -> str:
+    """One line per mode: keypoint AP columns, box AP, refinement runs per person."""
+    head = f"{'mode':<8} {'AP':>6} {'AP50':>6} {'AP75':>6} {'APm':>6} {'APl':>6} {'AR':>6} "
+    head += f"{'boxAP':>6} {'persons':>8} {'runs/person':>12}"
+    lines = [head]
+    for mode, r in reports.items():
+        k = r["keypoints"]
+        lines.append(
+            f"{mode:<8} {k['AP']:6.3f} {k['AP50']:6.3f} {k['AP75']:6.3f} {k['APm']:6.3f} "
+            f"{k['APl']:6.3f} {k['AR']:6.3f} {r['boxes']['AP']:6.3f} {r['persons']:8d} "
+            f"{r['refinement_runs_per_person']:12.2f}"
+        )
+        for level, scores in r.get("keypoints_by_crowd", {}).items():
+            lines.append(f"  {level:<6} AP {scores['AP']:6.3f}")
+    return "\n".join(lines)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from jobs.common import init_ray, quiet_ray_logs
+    from pipeline.evaluation import (
+        eval_record,
+        evaluate_rows,
+        job_rows,
+        load_benchmark,
+        match_job_uris,
+        run_eval_rows,
+        write_json,
+    )
+    from pipeline.job import check_weights
+    from schemas.spec import join_uri
+
+    started = time.perf_counter()
+    spec = eval_spec(args)
+    if args.job and (args.filter or args.gt_boxes):
+        raise SpecError("--filter and --gt-boxes re-run a job; with --job the job is only scored")
+    benchmark = load_benchmark(args.annotations, args.images, args.dataset, spec.storage)
+    if args.job:
+        table, mode = job_rows(args.job, spec.storage)
+        benchmark = type(benchmark)(
+            benchmark.name,
+            benchmark.dataset,
+            benchmark.data,
+            match_job_uris(benchmark, table.column("uri").to_pylist()),
+        )
+        extra = {"job": args.job, "filter_modes": [mode]}
+        weights: dict[str, Any] = {}
+    else:
+        modes = args.filter or [spec.filter.mode]
+        check_weights(spec)  # before Ray starts: a bad checkpoint costs seconds
+        init_ray(args.num_cpus, args.num_gpus)
+        if not args.verbose:
+            quiet_ray_logs()
+        run = run_eval_rows(
+            spec,
+            benchmark,
+            modes,
+            args.gt_boxes,
+            join_uri(args.output, "rows"),
+            args.no_progress_timeout,
+        )
+        table, weights = run.rows, run.weights
+        extra = {
+            "images": args.images,
+            "stages": [stage.model_dump() for stage in run.stages],
+            "filter_modes": modes,
+            "gt_boxes": args.gt_boxes,
+            "spec": spec.to_public_dict(),
+        }
+    if not benchmark.image_ids:
+        raise SpecError(f"{args.annotations}: none of its images were found among the inputs")
+    reports = evaluate_rows(table, benchmark, args.output, spec.storage)
+    record = eval_record(benchmark, reports, weights, extra, started)
+    write_json(join_uri(args.output, "eval.json"), record, spec.storage)
+    print(format_table(reports))
+    print(f"detpose: evaluation in {join_uri(args.output, 'eval.json')}", file=sys.stderr)
+    return 0

@@ -1,0 +1,115 @@
+"""Image preprocessing shared by training and inference, so both see identical inputs.
+
+* Stage 1: :func:`letterbox` to a square, then :func:`to_network_input`.
+* Refiner: :func:`make_refiner_crops` warps the uint8 image as float ``0..255`` with a bilinear
+  ``grid_sample`` (outside the image: black), then normalises like :func:`to_network_input`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from model.codecs.affine import box_to_affine, warp_crops
+from model.codecs.coords import letterbox_scale
+from schemas.model import RefinerConfig
+
+# ImageNet statistics of RGB values in [0, 1].
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
+
+
+def letterbox(image_rgb: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    """Scale an image so its longer side is ``size`` and pad right/bottom with zeros.
+
+    Args:
+        image_rgb: ``[H, W, 3]`` uint8.
+        size: side of the square output.
+
+    Returns:
+        ``([size, size, 3] uint8, scale)``; map coordinates with
+        ``model.codecs.coords.image_to_letterbox`` / ``letterbox_to_image`` (input coords =
+        image coords * ``scale``; resampling shifts content by at most ``0.5 * |1 - scale|``
+        input pixels).
+    """
+    height, width = image_rgb.shape[:2]
+    scale = letterbox_scale((height, width), size)
+    new_w = min(size, max(1, round(width * scale)))
+    new_h = min(size, max(1, round(height * scale)))
+    resized = np.asarray(Image.fromarray(image_rgb).resize((new_w, new_h), Image.BILINEAR))
+    out = np.zeros((size, size, 3), dtype=np.uint8)
+    out[:new_h, :new_w] = resized
+    return out, scale
+
+
+def normalise(images_float255: torch.Tensor) -> torch.Tensor:
+    """``[B, 3, H, W]`` RGB float in ``0..255`` -> ImageNet-normalised float32."""
+    mean = torch.tensor(IMAGE_MEAN, device=images_float255.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGE_STD, device=images_float255.device).view(1, 3, 1, 1)
+    return (images_float255.float() / 255.0 - mean) / std
+
+
+def to_network_input(
+    images_uint8: np.ndarray | torch.Tensor, device: torch.device | str
+) -> torch.Tensor:
+    """``[B, H, W, 3]`` uint8 RGB (numpy or torch) -> normalised ``[B, 3, H, W]`` float32 on ``device``."""
+    if isinstance(images_uint8, np.ndarray):
+        array = np.ascontiguousarray(images_uint8)
+        images_uint8 = torch.from_numpy(array if array.flags.writeable else array.copy())
+    return normalise(images_uint8.to(device).permute(0, 3, 1, 2))
+
+
+def image_to_float_tensor(image_rgb: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """``[H, W, 3]`` uint8 -> ``[3, H, W]`` float32 in ``0..255`` on ``device``."""
+    array = np.ascontiguousarray(image_rgb)
+    if not array.flags.writeable:  # e.g. np.asarray of a PIL image; torch wants writable memory
+        array = array.copy()
+    return torch.from_numpy(array).to(device).permute(2, 0, 1).float()
+
+
+def warp_normalised_crops(
+    images_float255: list[torch.Tensor],
+    image_index: np.ndarray,
+    affine_img_to_crop: np.ndarray,
+    out_hw: tuple[int, int],
+) -> torch.Tensor:
+    """Warp crops out of ``[3, H_i, W_i]`` float ``0..255`` images and normalise them.
+
+    Returns:
+        ``[N, 3, H, W]`` normalised float32.
+    """
+    return normalise(warp_crops(images_float255, image_index, affine_img_to_crop, out_hw))
+
+
+def make_refiner_crops(
+    images_rgb_uint8: list[np.ndarray],
+    image_index: np.ndarray,
+    boxes_xyxy: np.ndarray,
+    cfg: RefinerConfig,
+    device: torch.device | str,
+    rotation_deg: np.ndarray | None = None,
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Refiner inputs for person boxes.
+
+    Args:
+        images_rgb_uint8: per-image ``[H_i, W_i, 3]`` uint8.
+        image_index: ``[N]`` image of each box.
+        boxes_xyxy: ``[N, 4]`` boxes in image pixels.
+        cfg: refiner config (``input_hw``, ``box_padding``).
+        device: where the crops are made.
+        rotation_deg: optional ``[N]`` rotations (see :func:`model.codecs.affine.box_to_affine`).
+
+    Returns:
+        ``crops [N, 3, H, W]`` normalised float32 and ``affine_img_to_crop [N, 2, 3]`` float64.
+    """
+    affines = box_to_affine(
+        boxes_xyxy, cfg.input_hw, padding=cfg.box_padding, rotation_deg=rotation_deg
+    )
+    used = sorted(set(np.asarray(image_index).tolist()))
+    tensors = [
+        image_to_float_tensor(img, device) if i in used else torch.zeros((3, 1, 1), device=device)
+        for i, img in enumerate(images_rgb_uint8)
+    ]
+    crops = warp_normalised_crops(tensors, np.asarray(image_index), affines, cfg.input_hw)
+    return crops, affines

@@ -1,0 +1,277 @@
+"""COCO person-keypoints training data for both networks.
+
+Reads any ``person_keypoints`` JSON and an image root, each a local path or an fsspec URI
+(``s3://…``, ``memory://…``). Crowd annotations (``iscrowd = 1``) are skipped. Preprocessing is
+the inference preprocessing of :mod:`model.codecs.image`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import OrderedDict
+from typing import NamedTuple
+
+import fsspec
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from model.codecs.affine import box_to_affine
+from model.codecs.coords import image_to_letterbox, input_to_heatmap
+from model.codecs.detection import encode_detection_targets
+from model.codecs.image import (
+    image_to_float_tensor,
+    letterbox,
+    to_network_input,
+    warp_normalised_crops,
+)
+from model.codecs.targets import gaussian_heatmaps, paf_targets
+from model.keypoints import NUM_KEYPOINTS
+from model.training.augment import (
+    IDENTITY_AUGMENT,
+    AugmentParams,
+    augmentation_affine,
+    compose_affines,
+    mask_keypoints,
+    sample_augmentation,
+    transform_boxes,
+    transform_keypoints,
+)
+from schemas.model import CoarseNetConfig, RefinerConfig
+from schemas.spec import join_uri
+
+# Boxes smaller than this (input pixels, either side) after augmentation are not detection targets.
+_MIN_BOX_SIDE = 2.0
+
+
+class CocoImage(NamedTuple):
+    """One image's person annotations (image pixels)."""
+
+    image_id: int
+    uri: str  # where the image bytes live
+    width: int
+    height: int
+    boxes_xyxy: np.ndarray  # [P, 4]
+    kpts_xyv: np.ndarray  # [P, 17, 3]
+
+
+def load_coco_keypoints(annotations_uri: str, images_root: str) -> list[CocoImage]:
+    """Parse a COCO person-keypoints JSON into per-image records (crowd annotations skipped).
+
+    Raises:
+        ValueError: the file is not COCO keypoints JSON with 17 keypoints per person.
+    """
+    with fsspec.open(annotations_uri, "rb") as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{annotations_uri}: not valid JSON ({exc})") from exc
+    missing = [k for k in ("images", "annotations") if k not in data]
+    if missing:
+        raise ValueError(f"{annotations_uri}: not COCO JSON, missing keys {missing}")
+    by_image: dict[int, list[dict]] = {img["id"]: [] for img in data["images"]}
+    for ann in data["annotations"]:
+        if ann.get("iscrowd", 0) or "keypoints" not in ann:
+            continue
+        if len(ann["keypoints"]) != 3 * NUM_KEYPOINTS:
+            raise ValueError(
+                f"{annotations_uri}: annotation {ann.get('id')} has {len(ann['keypoints']) // 3} "
+                f"keypoints; DetPose trains on the COCO-17 layout"
+            )
+        if ann["image_id"] not in by_image:
+            raise ValueError(
+                f"{annotations_uri}: annotation {ann.get('id')} names unknown image {ann['image_id']}"
+            )
+        by_image[ann["image_id"]].append(ann)
+    records = []
+    for img in data["images"]:
+        anns = by_image[img["id"]]
+        boxes = np.array(
+            [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)], dtype=np.float64
+        )
+        kpts = np.array([a["keypoints"] for a in anns], dtype=np.float64).reshape(
+            -1, NUM_KEYPOINTS, 3
+        )
+        records.append(
+            CocoImage(
+                image_id=int(img["id"]),
+                uri=join_uri(images_root, img["file_name"]),
+                width=int(img["width"]),
+                height=int(img["height"]),
+                boxes_xyxy=boxes.reshape(-1, 4),
+                kpts_xyv=kpts,
+            )
+        )
+    return records
+
+
+def read_image_rgb(uri: str) -> np.ndarray:
+    """Decode an image file (local or fsspec URI) as ``[H, W, 3]`` uint8 RGB.
+
+    EXIF orientation is not applied: COCO annotations refer to the stored pixel grid.
+    """
+    with fsspec.open(uri, "rb") as f:
+        data = f.read()
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+class _ImageCache:
+    """Keeps the last ``capacity`` decoded images."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.images: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def get(self, uri: str) -> np.ndarray:
+        if uri in self.images:
+            self.images.move_to_end(uri)
+            return self.images[uri]
+        image = read_image_rgb(uri)
+        if self.capacity > 0:
+            self.images[uri] = image
+            if len(self.images) > self.capacity:
+                self.images.popitem(last=False)
+        return image
+
+
+class _AugmentedImages(Dataset):
+    """Shared state of the training datasets: records, image cache and augmentation draws."""
+
+    def __init__(
+        self,
+        records: list[CocoImage],
+        cfg: CoarseNetConfig | RefinerConfig,
+        augment: bool,
+        seed: int = 0,
+        cache_images: int = 256,
+    ) -> None:
+        self.records = records
+        self.cfg = cfg
+        self.augment = augment
+        self.rng = np.random.default_rng(seed)
+        self.cache = _ImageCache(cache_images)
+
+    def _draw_augmentation(self) -> AugmentParams:
+        """Random scale / rotation / flip when augmenting, else the identity."""
+        if not self.augment:
+            return IDENTITY_AUGMENT
+        cfg = self.cfg
+        return sample_augmentation(
+            self.rng, cfg.flip_prob, cfg.max_rotation_deg, cfg.rotation_prob, cfg.scale_jitter
+        )
+
+
+class Stage1Dataset(_AugmentedImages):
+    """Letterboxed images with CoarsePoseNet targets.
+
+    Items are dicts: ``image [3, S, S]`` normalised; ``heatmaps [17, h, w]``; ``pafs [38, h, w]``;
+    ``centre [1, h, w]``, ``size [2, h, w]``, ``offset [2, h, w]``, ``reg_mask [1, h, w]``.
+    """
+
+    cfg: CoarseNetConfig
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        cfg, rec = self.cfg, self.records[index]
+        size, out_hw = cfg.input_size, (cfg.input_size // cfg.stride,) * 2
+        boxed, scale = letterbox(self.cache.get(rec.uri), size)
+        params = self._draw_augmentation()
+        if params == IDENTITY_AUGMENT:
+            affine = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+            image = to_network_input(boxed[None], "cpu")[0]
+        else:
+            affine = augmentation_affine(params, (size, size))
+            image = warp_normalised_crops(
+                [image_to_float_tensor(boxed, "cpu")],
+                np.zeros(1, dtype=int),
+                affine[None],
+                (size, size),
+            )[0]
+        kpts_in = rec.kpts_xyv.copy()
+        kpts_in[..., :2] = image_to_letterbox(kpts_in[..., :2], scale)
+        kpts = transform_keypoints(affine, kpts_in, params.flip, (size, size))
+        boxes = transform_boxes(affine, image_to_letterbox(rec.boxes_xyxy, scale))
+        boxes = boxes.clip(0.0, size - 1.0)
+        keep = ((boxes[:, 2] - boxes[:, 0]) >= _MIN_BOX_SIDE) & (
+            (boxes[:, 3] - boxes[:, 1]) >= _MIN_BOX_SIDE
+        )
+        kpts_hm = input_to_heatmap(kpts[..., :2], cfg.stride)
+        weights = kpts[..., 2] > 0
+        det = encode_detection_targets(boxes[keep], out_hw, cfg.stride)
+        return {
+            "image": image,
+            "heatmaps": gaussian_heatmaps(kpts_hm, weights, out_hw, cfg.heatmap_sigma),
+            "pafs": paf_targets(kpts_hm, weights, out_hw, cfg.paf_width),
+            **det._asdict(),
+        }
+
+
+class RefinerDataset(_AugmentedImages):
+    """Person crops with multi-scale refiner targets, one item per annotated person.
+
+    Items are dicts: ``crop [3, H, W]`` normalised; ``weight [17]`` (1 where labelled and inside
+    the crop); ``heatmaps_s{stride} [17, H/stride, W/stride]`` for each supervised stride.
+    """
+
+    def __init__(
+        self,
+        records: list[CocoImage],
+        cfg: RefinerConfig,
+        augment: bool,
+        seed: int = 0,
+        cache_images: int = 256,
+    ) -> None:
+        super().__init__(records, cfg, augment, seed, cache_images)
+        self.persons = [
+            (i, p)
+            for i, rec in enumerate(records)
+            for p in range(len(rec.kpts_xyv))
+            if (rec.kpts_xyv[p, :, 2] > 0).sum() >= cfg.min_keypoints
+        ]
+
+    def __len__(self) -> int:
+        return len(self.persons)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        image_idx, person = self.persons[index]
+        rec = self.records[image_idx]
+        image = self.cache.get(rec.uri)
+        box = rec.boxes_xyxy[person]
+        kpts = rec.kpts_xyv[person]
+        if self.augment:
+            labelled = rec.kpts_xyv[rec.kpts_xyv[..., 2] > 0][:, :2]
+            patch = max(2, round(cfg.mask_patch_frac * max(box[2] - box[0], box[3] - box[1])))
+            image, _ = mask_keypoints(
+                image,
+                kpts,
+                labelled,
+                patch,
+                self.rng,
+                cfg.mask_background_prob,
+                cfg.mask_duplicate_prob,
+            )
+        params = self._draw_augmentation()
+        affine = box_to_affine(box[None], cfg.input_hw, padding=cfg.box_padding)[0]
+        affine = compose_affines(augmentation_affine(params, cfg.input_hw), affine)
+        crop = warp_normalised_crops(
+            [image_to_float_tensor(image, "cpu")],
+            np.zeros(1, dtype=int),
+            affine[None],
+            cfg.input_hw,
+        )[0]
+        kpts_crop = transform_keypoints(affine, kpts[None], params.flip, cfg.input_hw)[0]
+        weight = (kpts_crop[:, 2] > 0).astype(np.float32)
+        item = {"crop": crop, "weight": torch.from_numpy(weight)}
+        height, width = cfg.input_hw
+        for stride in cfg.supervision_strides:
+            coords = input_to_heatmap(kpts_crop[None, :, :2], stride)
+            item[f"heatmaps_s{stride}"] = gaussian_heatmaps(
+                coords, weight[None], (height // stride, width // stride), cfg.heatmap_sigma
+            )
+        return item

@@ -1,0 +1,251 @@
+"""Losses of both networks (paper eqs. 1-2 and the stage-1 proposal loss L_p).
+
+Notation: ``B`` batch, ``K = 17`` keypoints, heatmaps ``[B, K, H, W]``, visibility weights
+``[B, K]`` (1 for a labelled keypoint, 0 otherwise). The paper's ``||K_n - K~_n||_2`` is taken,
+as in the hourglass papers it builds on, as the mean squared error over the heatmap's pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from model.keypoints import NUM_KEYPOINTS, SKELETON
+
+# CenterNet's penalty-reduced focal loss exponents.
+_FOCAL_ALPHA = 2.0
+_FOCAL_BETA = 4.0
+
+
+def skeleton_neighbours(
+    skeleton: Sequence[tuple[int, int]] = SKELETON, num_keypoints: int = NUM_KEYPOINTS
+) -> tuple[tuple[int, ...], ...]:
+    """``N(n)`` of eq. 2: each keypoint's neighbours on the skeleton graph (Fig. 7).
+
+    On the COCO skeleton an elbow's neighbours are its shoulder and wrist and a knee's are its
+    hip and ankle, so their terms are the paper's triplets (shoulder-elbow-wrist,
+    hip-knee-ankle); a wrist or ankle has one neighbour (a pair).
+
+    Returns:
+        ``num_keypoints`` sorted tuples of keypoint indices.
+    """
+    neighbours: list[set[int]] = [set() for _ in range(num_keypoints)]
+    for a, b in skeleton:
+        neighbours[a].add(b)
+        neighbours[b].add(a)
+    return tuple(tuple(sorted(n)) for n in neighbours)
+
+
+def _neighbour_matrix(neighbours: Sequence[Sequence[int]], device: torch.device) -> torch.Tensor:
+    """``[K, K]`` with entry ``(n, n')`` = 1 when ``n'`` is in ``N(n)``."""
+    mat = torch.zeros((len(neighbours), len(neighbours)), device=device)
+    for n, ns in enumerate(neighbours):
+        mat[n, list(ns)] = 1.0
+    return mat
+
+
+def per_keypoint_l2(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Per-keypoint heatmap error: pixel-mean squared error times the visibility weight.
+
+    Args:
+        pred: ``[B, K, H, W]``.
+        target: ``[B, K, H, W]``.
+        weight: ``[B, K]``.
+
+    Returns:
+        ``[B, K]``.
+    """
+    return ((pred.float() - target.float()) ** 2).mean(dim=(2, 3)) * weight.float()
+
+
+def structure_aware_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor,
+    alpha2: float,
+    neighbours: Sequence[Sequence[int]] | None = None,
+) -> torch.Tensor:
+    """Eq. 2: ``1/M sum_n (d_n + alpha2 * sum_{n' in N(n)} d_n')``, averaged over the batch.
+
+    ``d_n`` is :func:`per_keypoint_l2`. With ``alpha2 = 0`` this is the mean per-keypoint L2.
+
+    Args:
+        pred: ``[B, K, H, W]`` predicted heatmaps.
+        target: ``[B, K, H, W]`` ground-truth heatmaps.
+        weight: ``[B, K]`` visibility weights.
+        alpha2: weight of the neighbour terms.
+        neighbours: ``N(n)`` for each keypoint; default :func:`skeleton_neighbours`.
+
+    Returns:
+        Scalar loss.
+    """
+    d = per_keypoint_l2(pred, target, weight)  # [B, K]
+    if alpha2 == 0.0:
+        return d.mean()
+    if neighbours is None:
+        neighbours = skeleton_neighbours()
+    if len(neighbours) != d.shape[1]:
+        raise ValueError(
+            f"[internal] {d.shape[1]} heatmap channels but {len(neighbours)} neighbour lists"
+        )
+    neighbour_sum = d @ _neighbour_matrix(neighbours, d.device).T  # [B, K]: sum_{n' in N(n)} d_n'
+    return (d + alpha2 * neighbour_sum).mean()
+
+
+def multiscale_loss(
+    preds: Sequence[torch.Tensor],
+    targets: Sequence[torch.Tensor],
+    weight: torch.Tensor,
+    alpha2: float,
+) -> torch.Tensor:
+    """Eq. 1: ``L_MSS = 1/S sum_s L_SA(K^(s), K~^(s))`` over ``S`` matched scales.
+
+    Args:
+        preds: ``S`` predicted heatmaps ``[B, K, H_s, W_s]``.
+        targets: ``S`` targets of the same shapes.
+        weight: ``[B, K]`` visibility weights (the same at every scale).
+        alpha2: eq. 2's neighbour weight.
+
+    Returns:
+        Scalar loss.
+    """
+    if len(preds) != len(targets) or not preds:
+        raise ValueError(
+            f"[internal] {len(preds)} predicted scales for {len(targets)} target scales"
+        )
+    losses = [
+        structure_aware_loss(p, t, weight, alpha2) for p, t in zip(preds, targets, strict=True)
+    ]
+    return torch.stack(losses).mean()
+
+
+def refiner_loss(
+    final: torch.Tensor,
+    scale_heatmaps: Sequence[torch.Tensor],
+    scale_targets: Sequence[torch.Tensor],
+    weight: torch.Tensor,
+    alpha2: float,
+) -> dict[str, torch.Tensor]:
+    """PRS loss: L_MSS of every stack (intermediate supervision) plus L_SA of the MSR output.
+
+    Args:
+        final: ``[B, K, H/4, W/4]`` MSR heatmaps.
+        scale_heatmaps: stack-major, coarse-to-fine MSS heatmaps (``RefinerOutput.scale_heatmaps``).
+        scale_targets: ``S`` targets, coarse to fine; the last one matches ``final``.
+        weight: ``[B, K]``.
+        alpha2: eq. 2's neighbour weight.
+
+    Returns:
+        ``{"mss", "msr", "total"}`` scalars; ``total = mean over stacks of L_MSS + L_SA(final)``.
+    """
+    num_scales = len(scale_targets)
+    if num_scales == 0 or len(scale_heatmaps) % num_scales:
+        raise ValueError(
+            f"[internal] {len(scale_heatmaps)} scale heatmaps are not whole stacks of {num_scales}"
+        )
+    stacks = [scale_heatmaps[i : i + num_scales] for i in range(0, len(scale_heatmaps), num_scales)]
+    mss = torch.stack([multiscale_loss(s, scale_targets, weight, alpha2) for s in stacks]).mean()
+    msr = structure_aware_loss(final, scale_targets[-1], weight, alpha2)
+    return {"mss": mss, "msr": msr, "total": mss + msr}
+
+
+def focal_loss(centre_logits: torch.Tensor, centre_target: torch.Tensor) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss on centre heatmaps, normalised by the box count.
+
+    Args:
+        centre_logits: ``[B, 1, h, w]`` logits.
+        centre_target: ``[B, 1, h, w]`` Gaussian targets, exactly 1 at box centres.
+
+    Returns:
+        Scalar loss.
+    """
+    logits = centre_logits.float()
+    prob = torch.sigmoid(logits)
+    log_p = F.logsigmoid(logits)
+    log_not_p = F.logsigmoid(-logits)
+    is_centre = (centre_target >= 1.0).float()
+    pos = is_centre * (1 - prob) ** _FOCAL_ALPHA * log_p
+    neg = (1 - is_centre) * (1 - centre_target) ** _FOCAL_BETA * prob**_FOCAL_ALPHA * log_not_p
+    return -(pos.sum() + neg.sum()) / is_centre.sum().clamp(min=1.0)
+
+
+def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """L1 on the cells where ``mask`` is 1 (``pred, target: [B, C, h, w]``, ``mask: [B, 1, h, w]``),
+    summed over channels and averaged over masked cells."""
+    err = (pred.float() - target.float()).abs() * mask
+    return err.sum() / mask.sum().clamp(min=1.0)
+
+
+def detection_loss(
+    centre_logits: torch.Tensor,
+    size: torch.Tensor,
+    offset: torch.Tensor,
+    targets: dict[str, torch.Tensor],
+    size_weight: float,
+    offset_weight: float,
+) -> dict[str, torch.Tensor]:
+    """L_det: focal loss on centres plus weighted L1 on size and offset at centre cells.
+
+    Args:
+        centre_logits, size, offset: network outputs (see :class:`model.nets.coarse_net.CoarseNetOutput`).
+        targets: ``centre``, ``size``, ``offset``, ``reg_mask`` batched like
+            :class:`model.codecs.detection.DetectionTargets`.
+        size_weight, offset_weight: weights of the L1 terms.
+
+    Returns:
+        ``{"centre", "size", "offset", "det"}`` scalars.
+    """
+    centre = focal_loss(centre_logits, targets["centre"])
+    size_l1 = masked_l1(size, targets["size"], targets["reg_mask"])
+    offset_l1 = masked_l1(offset, targets["offset"], targets["reg_mask"])
+    det = centre + size_weight * size_l1 + offset_weight * offset_l1
+    return {"centre": centre, "size": size_l1, "offset": offset_l1, "det": det}
+
+
+def paf_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of part affinity fields ``[B, 2L, h, w]`` (Cao et al.'s L2 loss)."""
+    return ((pred.float() - target.float()) ** 2).mean()
+
+
+def proposal_loss(
+    stack_heatmaps: Sequence[torch.Tensor],
+    stack_pafs: Sequence[torch.Tensor],
+    centre_logits: torch.Tensor,
+    size: torch.Tensor,
+    offset: torch.Tensor,
+    targets: dict[str, torch.Tensor],
+    det_weight: float,
+    heatmap_weight: float,
+    paf_weight: float,
+    size_weight: float,
+    offset_weight: float,
+) -> dict[str, torch.Tensor]:
+    """Stage-1 loss ``L_p = det_weight * L_det + L_kpt``.
+
+    ``L_kpt`` averages over stacks ``heatmap_weight * MSE(heatmaps) + paf_weight * MSE(PAFs)``.
+
+    Args:
+        stack_heatmaps: per stack ``[B, 17, h, w]``.
+        stack_pafs: per stack ``[B, 38, h, w]``.
+        centre_logits, size, offset: detection outputs.
+        targets: ``heatmaps``, ``pafs`` and the detection targets of :func:`detection_loss`.
+        det_weight, heatmap_weight, paf_weight, size_weight, offset_weight: loss weights.
+
+    Returns:
+        ``{"centre", "size", "offset", "det", "heatmap", "paf", "kpt", "total"}`` scalars.
+    """
+    det = detection_loss(centre_logits, size, offset, targets, size_weight, offset_weight)
+    heatmap = torch.stack(
+        [((h.float() - targets["heatmaps"]) ** 2).mean() for h in stack_heatmaps]
+    ).mean()
+    paf = torch.stack([paf_loss(p, targets["pafs"]) for p in stack_pafs]).mean()
+    kpt = heatmap_weight * heatmap + paf_weight * paf
+    return {
+        **det,
+        "heatmap": heatmap,
+        "paf": paf,
+        "kpt": kpt,
+        "total": det_weight * det["det"] + kpt,
+    }

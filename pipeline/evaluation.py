@@ -1,0 +1,276 @@
+"""Evaluation jobs: the streaming job over a benchmark's images, scored with pycocotools.
+
+Several filter modes share one pass of stage 1: after it, each image's row is copied once per
+mode (``filter_batch_per_mode``), so only filtering and refinement run per mode, and the
+rows (``EVAL_ROW_SCHEMA``: annotation rows plus ``filter_mode``) land in ``DIR/rows/``.
+With ground-truth boxes, stage 1 and filtering are skipped and the refiner gets the
+annotation file's boxes (the OCHuman protocol).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import ray
+
+from model.evaluation.coco import (
+    Dataset,
+    GroundTruthError,
+    ground_truth_persons,
+    load_ground_truth,
+    score,
+)
+from model.evaluation.results import rows_to_results
+from pipeline.errors import JobSetupError
+from pipeline.job import (
+    add_refiner,
+    add_stage1,
+    add_task,
+    check_devices,
+    check_weights,
+    gpus_per_actor,
+    read_and_decode,
+)
+from pipeline.sink import read_annotations
+from pipeline.stats import stage_stats
+from pipeline.storage import absolute_if_local, filesystem_for
+from pipeline.tasks import GIVEN_BOXES_MODE, filter_batch_per_mode, given_boxes_batch
+from schemas.output import COUNT_FIELDS, EVAL_ROW_SCHEMA, STATUS_OK, StageStats
+from schemas.spec import JobSpec, StorageSpec, join_uri
+
+_ROW_COLUMNS = ["uri", "status", "persons", "counts", "filter_mode"]
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """An annotation file and where its images are."""
+
+    name: str  # the annotation file's URI, for messages and eval.json
+    dataset: Dataset
+    data: dict[str, Any]  # the parsed COCO-format file
+    image_ids: dict[str, int]  # image URI → the file's image id
+
+    def items(self, given_boxes: bool) -> list[dict[str, Any]]:
+        """The job's input rows: each image's URI, plus its annotated boxes when asked."""
+        boxes: dict[int, list[float]] = {}
+        if given_boxes:
+            for ann in self.data["annotations"]:
+                if not ann.get("iscrowd"):
+                    boxes.setdefault(ann["image_id"], []).extend(float(v) for v in ann["bbox"])
+        return [
+            {"uri": uri, **({"given_boxes": boxes.get(image_id, [])} if given_boxes else {})}
+            for uri, image_id in sorted(self.image_ids.items())
+        ]
+
+
+def read_json(uri: str, storage: StorageSpec) -> Any:
+    """A JSON file from any supported URI."""
+    fs, path = filesystem_for(uri, storage)
+    try:
+        with fs.open(path, "rb") as fh:
+            return json.loads(fh.read().decode("utf-8"))
+    except FileNotFoundError:
+        raise JobSetupError(f"{uri}: no such file") from None
+    except (OSError, ValueError) as exc:
+        raise JobSetupError(f"{uri}: cannot read it as JSON ({exc})") from None
+
+
+def write_json(uri: str, data: Any, storage: StorageSpec) -> None:
+    """Write ``data`` as indented JSON to any supported URI."""
+    fs, path = filesystem_for(uri, storage)
+    parent = path.rsplit("/", 1)[0]
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    with fs.open(path, "wb") as fh:
+        fh.write(json.dumps(data, indent=1).encode("utf-8"))
+
+
+def load_benchmark(
+    annotations: str, images: str | None, dataset: Dataset, storage: StorageSpec
+) -> Benchmark:
+    """The annotation file, with each image's URI under ``images`` (its ``file_name``).
+
+    Without ``images`` (scoring an existing job) the URIs are left empty and matched later.
+    """
+    data = read_json(annotations, storage)
+    if not isinstance(data, dict) or "images" not in data:
+        raise JobSetupError(f"{annotations}: not a COCO-format annotation file (no 'images')")
+    image_ids = {}
+    if images is not None:
+        for image in data["images"]:
+            image_ids[absolute_if_local(join_uri(images, image["file_name"]))] = image["id"]
+    return Benchmark(annotations, dataset, data, image_ids)
+
+
+def match_job_uris(benchmark: Benchmark, uris: Sequence[str]) -> dict[str, int]:
+    """Image ids for a job's URIs: a URI matches an image when it ends with its file name."""
+    by_name = {image["file_name"]: image["id"] for image in benchmark.data["images"]}
+    matched = {}
+    for uri in uris:
+        for name, image_id in by_name.items():
+            if uri == name or uri.endswith("/" + name):
+                matched[uri] = image_id
+                break
+    return matched
+
+
+def build_eval_dataset(
+    spec: JobSpec,
+    items: list[dict[str, Any]],
+    modes: Sequence[str],
+    given_boxes: bool,
+    gpus: dict[str, float],
+    weights: Mapping[str, Any],
+) -> ray.data.Dataset:
+    """decode → stage 1 → one filter per mode → refine; or decode → given boxes → refine."""
+    ds = read_and_decode(spec, items)
+    if given_boxes:
+        ds = add_task(ds, spec, given_boxes_batch, max_persons=spec.filter.max_persons)
+    else:
+        ds = add_stage1(ds, spec, gpus, weights)
+        specs = [spec.filter.model_copy(update={"mode": mode}) for mode in modes]
+        ds = add_task(ds, spec, filter_batch_per_mode, specs=specs)
+    return add_refiner(ds, spec, gpus, weights)
+
+
+def _check_one_row_each(table: pa.Table, uris: Sequence[str], modes: Sequence[str]) -> None:
+    uris_written = table.column("uri").to_pylist()
+    seen = Counter(zip(uris_written, table.column("filter_mode").to_pylist(), strict=True))
+    expected = {(u, m) for u in uris for m in modes}
+    if set(seen) != expected or any(n != 1 for n in seen.values()):
+        missing = len(expected - set(seen))
+        extra = sum(n - 1 for n in seen.values() if n > 1)
+        raise RuntimeError(
+            f"[internal] evaluation rows: {missing} (image, mode) pair(s) missing, {extra} "
+            "duplicated; every image must leave exactly one row per mode"
+        )
+
+
+@dataclass(frozen=True)
+class EvalRun:
+    """What an evaluation job produced."""
+
+    rows: pa.Table  # EVAL_ROW_SCHEMA's columns in _ROW_COLUMNS
+    weights: dict[str, dict[str, str | None]]  # per stage: source and SHA-256 of the checkpoint
+    stages: list[StageStats]
+
+
+def run_eval_rows(
+    spec: JobSpec,
+    benchmark: Benchmark,
+    modes: Sequence[str],
+    given_boxes: bool,
+    rows_uri: str,
+    no_progress_timeout_s: float | None = None,
+) -> EvalRun:
+    """Run the evaluation job on the connected Ray: its rows (fresh in ``rows_uri``), where
+    each stage's weights came from, and per-stage rows (stage 1's count proves it ran once
+    per image whatever the number of modes)."""
+    weights = check_weights(spec)
+    check_devices(spec, ray.cluster_resources().get("GPU", 0.0))
+    if no_progress_timeout_s is not None:
+        ray.data.DataContext.get_current().execution_no_progress_timeout_s = no_progress_timeout_s
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    gpus = gpus_per_actor(spec, ray.cluster_resources().get("GPU", 0.0))
+    fs, path = filesystem_for(rows_uri, spec.storage)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)  # an evaluation is recomputed whole, never resumed
+    fs.makedirs(path, exist_ok=True)
+    items = benchmark.items(given_boxes)
+    ds = build_eval_dataset(spec, items, modes, given_boxes, gpus, weights)
+    ds.write_parquet(path, filesystem=fs)
+    files = sorted(p for p in fs.find(path) if p.endswith(".parquet"))
+    tables = []
+    for file in files:
+        with fs.open(file, "rb") as fh:
+            tables.append(pq.read_table(fh, columns=_ROW_COLUMNS, schema=EVAL_ROW_SCHEMA))
+    table = pa.concat_tables(tables) if tables else EVAL_ROW_SCHEMA.empty_table()
+    stages, _ = stage_stats(ds, table.num_rows)
+    _check_one_row_each(
+        table, [i["uri"] for i in items], [GIVEN_BOXES_MODE] if given_boxes else modes
+    )
+    checkpoints = {kind: {"source": w.source, "sha256": w.sha256} for kind, w in weights.items()}
+    return EvalRun(table, checkpoints, stages)
+
+
+def mode_report(rows: pa.Table, benchmark: Benchmark, gt: Any) -> tuple[dict[str, Any], list]:
+    """One mode's scores and Algorithm-1 totals, and its keypoint results."""
+    keypoints, boxes = rows_to_results(rows.to_pylist(), benchmark.image_ids)
+    scores = score(gt, keypoints, boxes, benchmark.dataset)
+    counts = rows.column("counts")
+    totals = {
+        name: int(pc.sum(pc.struct_field(counts, name)).as_py() or 0) for name in COUNT_FIELDS
+    }
+    gt_persons = ground_truth_persons(gt)
+    report = {
+        "keypoints": scores.keypoints,
+        "boxes": scores.boxes,
+        **({"keypoints_by_crowd": scores.by_crowd} if scores.by_crowd else {}),
+        "images": rows.num_rows,
+        "images_ok": int(pc.sum(pc.equal(rows.column("status"), STATUS_OK)).as_py() or 0),
+        "persons": len(keypoints),
+        "ground_truth_persons": gt_persons,
+        "refinement_runs_per_person": totals["refinement_runs"] / gt_persons if gt_persons else 0.0,
+        **totals,
+    }
+    return report, keypoints
+
+
+def evaluate_rows(
+    table: pa.Table, benchmark: Benchmark, output: str, storage: StorageSpec
+) -> dict[str, dict[str, Any]]:
+    """Score each filter mode's rows; write ``results-MODE.json`` (and ``results.json`` for
+    the first mode); return the per-mode reports."""
+    try:
+        gt = load_ground_truth(benchmark.data, benchmark.dataset, benchmark.name)
+    except GroundTruthError as exc:
+        raise JobSetupError(str(exc)) from None
+    reports = {}
+    modes = list(dict.fromkeys(table.column("filter_mode").to_pylist()))
+    for i, mode in enumerate(modes):
+        rows = table.filter(pc.equal(table.column("filter_mode"), mode))
+        reports[mode], keypoints = mode_report(rows, benchmark, gt)
+        write_json(join_uri(output, f"results-{mode}.json"), keypoints, storage)
+        if i == 0:
+            write_json(join_uri(output, "results.json"), keypoints, storage)
+    return reports
+
+
+def job_rows(job: str, storage: StorageSpec) -> tuple[pa.Table, str]:
+    """An existing job's rows tagged with the filter mode it ran (from its stats or spec)."""
+    table = read_annotations(join_uri(job, "annotations"), storage)
+    if table.num_rows == 0:
+        raise JobSetupError(f"{job}: no annotation rows found (is it OUTPUT/JOB_ID?)")
+    try:
+        spec = read_json(join_uri(job, "stats.json"), storage)["spec"]
+        mode = spec["filter"]["mode"]
+    except (JobSetupError, KeyError, TypeError):
+        mode = "job"
+    modes = pa.array([mode] * table.num_rows, pa.string())
+    return table.append_column(EVAL_ROW_SCHEMA.field("filter_mode"), modes), mode
+
+
+def eval_record(
+    benchmark: Benchmark,
+    reports: dict[str, dict[str, Any]],
+    weights: dict[str, Any],
+    extra: dict[str, Any],
+    started: float,
+) -> dict[str, Any]:
+    """The content of ``eval.json``."""
+    return {
+        "dataset": benchmark.dataset,
+        "annotations": benchmark.name,
+        "weights": weights,
+        **extra,
+        "wall_s": time.perf_counter() - started,
+        "modes": reports,
+    }
