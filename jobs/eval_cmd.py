@@ -9,6 +9,7 @@ existing job's annotations (``--job``). Writes ``DIR/eval.json``, ``DIR/results.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from typing import Any
@@ -112,15 +113,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise SpecError("--filter and --gt-boxes re-run a job; with --job the job is only scored")
     benchmark = load_benchmark(args.annotations, args.images, args.dataset, spec.storage)
     if args.job:
-        table, mode = job_rows(args.job, spec.storage)
-        benchmark = type(benchmark)(
-            benchmark.name,
-            benchmark.dataset,
-            benchmark.data,
-            match_job_uris(benchmark, table.column("uri").to_pylist()),
-        )
+        table, mode, weights = job_rows(args.job, spec.storage)
+        matched = match_job_uris(benchmark, table.column("uri").to_pylist())
+        benchmark = dataclasses.replace(benchmark, image_ids=matched)
         extra = {"job": args.job, "filter_modes": [mode]}
-        weights: dict[str, Any] = {}
     else:
         modes = args.filter or [spec.filter.mode]
         check_weights(spec)  # before Ray starts: a bad checkpoint costs seconds

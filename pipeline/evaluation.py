@@ -244,18 +244,24 @@ def evaluate_rows(
     return reports
 
 
-def job_rows(job: str, storage: StorageSpec) -> tuple[pa.Table, str]:
-    """An existing job's rows tagged with the filter mode it ran (from its stats or spec)."""
+def job_rows(job: str, storage: StorageSpec) -> tuple[pa.Table, str, dict[str, Any]]:
+    """An existing job's rows tagged with the filter mode it ran, and its weights (source and
+    SHA-256 per stage), both from its ``stats.json``."""
     table = read_annotations(join_uri(job, "annotations"), storage)
     if table.num_rows == 0:
         raise JobSetupError(f"{job}: no annotation rows found (is it OUTPUT/JOB_ID?)")
     try:
-        spec = read_json(join_uri(job, "stats.json"), storage)["spec"]
-        mode = spec["filter"]["mode"]
-    except (JobSetupError, KeyError, TypeError):
-        mode = "job"
+        stats = read_json(join_uri(job, "stats.json"), storage)
+        mode = stats["spec"]["filter"]["mode"]
+        hashes = stats["runs"][-1]["fingerprint"]["weights"] if stats.get("runs") else {}
+        weights = {
+            kind: {"source": source, "sha256": hashes.get(kind)}
+            for kind, source in stats.get("weights", {}).items()
+        }
+    except (JobSetupError, KeyError, TypeError, IndexError):
+        mode, weights = "job", {}
     modes = pa.array([mode] * table.num_rows, pa.string())
-    return table.append_column(EVAL_ROW_SCHEMA.field("filter_mode"), modes), mode
+    return table.append_column(EVAL_ROW_SCHEMA.field("filter_mode"), modes), mode, weights
 
 
 def eval_record(

@@ -99,6 +99,8 @@ def test_crowdpose_levels_and_scoring_an_existing_job(tmp_path):
     )
     # The job ran the same models and filter on the same images: the same numbers.
     assert scored["modes"]["coarse"]["keypoints"] == report["keypoints"]
+    assert scored["weights"] == record["weights"]  # sources and SHA-256, from the job's stats
+    assert record["weights"]["refiner"]["sha256"]
 
 
 def test_a_coco_export_of_a_job_scores_what_eval_reports(tmp_path):
