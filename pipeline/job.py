@@ -15,19 +15,18 @@ from typing import Any
 
 import ray
 from ray.data import ActorPoolStrategy, DataContext, Dataset, SaveMode
-from ray.data.datasource import FilenameProvider
 
 from model.checkpoint import CheckpointError
 from model.inference.weights import StageWeights, check_stage_weights
 from pipeline.actors import CoarseStage, RefineStage
 from pipeline.errors import JobSetupError
 from pipeline.identity import job_fingerprint, new_run, read_runs, write_runs
+from pipeline.part_files import PartFilenames
 from pipeline.progress import ProgressReporter
 from pipeline.sink import (
     JobPaths,
     foreign_files,
     next_run_index,
-    part_filename,
     quarantine_incomplete_files,
     read_annotations,
     run_prefix,
@@ -85,17 +84,6 @@ def gpus_per_actor(spec: JobSpec, cluster_gpus: float) -> dict[str, float]:
 
 def _sha256(weights: Mapping[str, StageWeights] | None, kind: str) -> str | None:
     return weights[kind].sha256 if weights else None
-
-
-class PartFilenames(FilenameProvider):
-    """Ray Data's names for a run's annotation files: ``pipeline.sink.part_filename``."""
-
-    def __init__(self, run_index: int) -> None:
-        super().__init__(file_format="parquet")
-        self.run_index = run_index
-
-    def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
-        return part_filename(self.run_index, task_index, write_uuid)
 
 
 def read_and_decode(spec: JobSpec, items: list[dict[str, Any]]) -> Dataset:

@@ -95,3 +95,13 @@ def test_the_command_line_starts_without_importing_ray():
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "False", out.stderr
+
+
+@pytest.mark.parametrize("module", ["pipeline.tasks", "pipeline.part_files"])
+def test_what_task_workers_unpickle_does_not_import_torch(module):
+    # Decode, filter and write tasks import these; torch would add ~500 MB to every worker.
+    code = f"import sys, {module}; print('torch' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False", out.stderr
