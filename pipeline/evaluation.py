@@ -39,7 +39,7 @@ from pipeline.job import (
     gpus_per_actor,
     read_and_decode,
 )
-from pipeline.sink import read_annotations
+from pipeline.sink import read_annotations, write_text
 from pipeline.stats import stage_stats
 from pipeline.storage import absolute_if_local, filesystem_for
 from pipeline.tasks import GIVEN_BOXES_MODE, filter_batch_per_mode, given_boxes_batch
@@ -85,12 +85,7 @@ def read_json(uri: str, storage: StorageSpec) -> Any:
 
 def write_json(uri: str, data: Any, storage: StorageSpec) -> None:
     """Write ``data`` as indented JSON to any supported URI."""
-    fs, path = filesystem_for(uri, storage)
-    parent = path.rsplit("/", 1)[0]
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    with fs.open(path, "wb") as fh:
-        fh.write(json.dumps(data, indent=1).encode("utf-8"))
+    write_text(uri, json.dumps(data, indent=1), storage)
 
 
 def load_benchmark(
