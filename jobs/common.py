@@ -42,6 +42,29 @@ def number_in(
     return parse
 
 
+def add_local_ray_args(parser: argparse.ArgumentParser) -> None:
+    """``--num-cpus``, ``--num-gpus`` and ``--no-progress-timeout``, for commands that run a job."""
+    parser.add_argument(
+        "--num-cpus",
+        type=number_in(int, 1),
+        metavar="N",
+        help="logical CPUs for a local Ray (default: max(8, 4 x cores); ignored with RAY_ADDRESS)",
+    )
+    parser.add_argument(
+        "--num-gpus",
+        type=number_in(float, 0.0),
+        metavar="N",
+        help="GPUs a local Ray offers (default: what it detects); N > 0 on a CPU-only machine "
+        "declares logical GPUs, useful to test GPU resource wiring",
+    )
+    parser.add_argument(
+        "--no-progress-timeout",
+        type=number_in(float, 1.0, unit="seconds"),
+        metavar="S",
+        help="fail if the pipeline makes no progress for S seconds",
+    )
+
+
 def quiet_ray_logs() -> None:
     """Keep Ray Data's per-run INFO chatter out of a user's terminal (``-v`` shows it)."""
     logging.getLogger("ray.data").setLevel(logging.WARNING)

@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from jobs.common import number_in
+from jobs.common import add_local_ray_args
 from model.evaluation.coco import DATASETS
 from schemas.filtering import FilterMode
 from schemas.spec import JobSpec, SpecError, load_yaml_mapping
@@ -56,14 +56,7 @@ def register(subparsers: Any) -> None:
         "--gt-boxes", action="store_true", help="refine the annotated boxes (no stage 1)"
     )
     p.add_argument("--dataset", choices=DATASETS, default="coco", help="keypoint layout")
-    p.add_argument("--num-cpus", type=int, metavar="N", help="logical CPUs for a local Ray")
-    p.add_argument("--num-gpus", type=float, metavar="N", help="GPUs a local Ray offers")
-    p.add_argument(
-        "--no-progress-timeout",
-        type=number_in(float, 1.0, unit="seconds"),
-        metavar="S",
-        help="fail after S s stuck",
-    )
+    add_local_ray_args(p)
     p.set_defaults(func=cmd_eval)
 
 
@@ -119,7 +112,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         extra = {"job": args.job, "filter_modes": [mode]}
     else:
         modes = args.filter or [spec.filter.mode]
-        check_weights(spec)  # before Ray starts: a bad checkpoint costs seconds
+        checked = check_weights(spec)  # before Ray starts: a bad checkpoint costs seconds
         init_ray(args.num_cpus, args.num_gpus)
         if not args.verbose:
             quiet_ray_logs()
@@ -129,6 +122,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             modes,
             args.gt_boxes,
             join_uri(args.output, "rows"),
+            checked,
             args.no_progress_timeout,
         )
         table, weights = run.rows, run.weights

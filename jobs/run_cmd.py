@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jobs.common import init_ray, number_in, quiet_ray_logs
+from jobs.common import add_local_ray_args, init_ray, number_in, quiet_ray_logs
 from jobs.redact import register_secrets
 from schemas.spec import JobSpec, SpecError
 
@@ -45,31 +45,13 @@ def register(subparsers: Any) -> None:
         help="resume a job id even though settings that shape results (weights, filter, "
         "decode limits, ...) differ from its previous run; the change is recorded in the stats",
     )
-    p.add_argument(
-        "--num-cpus",
-        type=int,
-        metavar="N",
-        help="logical CPUs for a local Ray (default: max(8, 4 x cores); ignored with RAY_ADDRESS)",
-    )
-    p.add_argument(
-        "--num-gpus",
-        type=float,
-        metavar="N",
-        help="GPUs a local Ray offers (default: what it detects); N > 0 on a CPU-only machine "
-        "declares logical GPUs, useful to test GPU resource wiring",
-    )
+    add_local_ray_args(p)
     p.add_argument(
         "--progress-interval",
         type=number_in(float, MIN_PROGRESS_INTERVAL_S, unit="seconds"),
         default=10.0,
         metavar="S",
         help=f"seconds between progress lines (default 10, at least {MIN_PROGRESS_INTERVAL_S:g})",
-    )
-    p.add_argument(
-        "--no-progress-timeout",
-        type=number_in(float, 1.0, unit="seconds"),
-        metavar="S",
-        help="fail if the pipeline makes no progress for S seconds",
     )
     p.set_defaults(func=cmd_run)
 

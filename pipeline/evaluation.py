@@ -29,13 +29,13 @@ from model.evaluation.coco import (
     score,
 )
 from model.evaluation.results import rows_to_results
+from model.inference.weights import StageWeights
 from pipeline.errors import JobSetupError
 from pipeline.job import (
     add_refiner,
     add_stage1,
     add_task,
     check_devices,
-    check_weights,
     gpus_per_actor,
     read_and_decode,
 )
@@ -164,12 +164,15 @@ def run_eval_rows(
     modes: Sequence[str],
     given_boxes: bool,
     rows_uri: str,
+    weights: Mapping[str, StageWeights],
     no_progress_timeout_s: float | None = None,
 ) -> EvalRun:
     """Run the evaluation job on the connected Ray: its rows (fresh in ``rows_uri``), where
     each stage's weights came from, and per-stage rows (stage 1's count proves it ran once
-    per image whatever the number of modes)."""
-    weights = check_weights(spec)
+    per image whatever the number of modes).
+
+    ``weights``: from ``pipeline.job.check_weights``, called before Ray started.
+    """
     check_devices(spec, ray.cluster_resources().get("GPU", 0.0))
     if no_progress_timeout_s is not None:
         ray.data.DataContext.get_current().execution_no_progress_timeout_s = no_progress_timeout_s

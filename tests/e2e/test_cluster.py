@@ -70,24 +70,20 @@ def ray_head() -> Iterator[str]:
         os.killpg(head.pid, signal.SIGKILL)
 
 
+def submit_and_wait(address: str, spec: Path, cwd: Path, *extra: str):
+    """``detpose submit --wait`` of ``spec`` to the loopback head, then ``extra``."""
+    return run_cli(
+        "submit", "--address", address, "--spec", str(spec), "--wait", "--timeout", "600",
+        "--poll-interval", "1", *extra, cwd=cwd,
+    )  # fmt: skip
+
+
 def test_submit_poll_and_read_outputs(ray_head, tmp_path):
     images = tmp_path / "images"
     write_images(images, 5)
     spec = write_job_spec(tmp_path, "on-cluster", images)
 
-    submitted = run_cli(
-        "submit",
-        "--address",
-        ray_head,
-        "--spec",
-        str(spec),
-        "--wait",
-        "--timeout",
-        "600",
-        "--poll-interval",
-        "1",
-        cwd=tmp_path,
-    )
+    submitted = submit_and_wait(ray_head, spec, tmp_path)
     assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
     assert "SUCCEEDED" in submitted.stdout
 
@@ -118,17 +114,10 @@ def test_submit_refuses_inline_credentials(tmp_path):
 def test_eval_runs_on_the_cluster_through_submit(ray_head, tmp_path):
     data = REPO_ROOT / "tests" / "data" / "coco_sample"
     spec = write_job_spec(tmp_path, "eval-on-cluster", data / "images")
-    submitted = run_cli(
-        "submit",
-        "--address",
+    submitted = submit_and_wait(
         ray_head,
-        "--spec",
-        str(spec),
-        "--wait",
-        "--timeout",
-        "600",
-        "--poll-interval",
-        "1",
+        spec,
+        tmp_path,
         "--",
         "eval",
         "--annotations",
@@ -139,7 +128,6 @@ def test_eval_runs_on_the_cluster_through_submit(ray_head, tmp_path):
         str(tmp_path / "eval"),
         "--filter",
         "coarse,nms",
-        cwd=tmp_path,
     )
     assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
     record = json.loads((tmp_path / "eval" / "eval.json").read_text())
