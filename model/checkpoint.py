@@ -48,6 +48,15 @@ def checkpoint_sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def check_expected_sha256(data: bytes, name: str, expected_sha256: str | None) -> None:
+    """Refuse checkpoint bytes that are not the ones a job checked (``None``: no check)."""
+    if expected_sha256 is not None and checkpoint_sha256(data) != expected_sha256:
+        raise CheckpointError(
+            f"{name}: changed since the job checked it (sha256 {checkpoint_sha256(data)[:12]}…, "
+            f"expected {expected_sha256[:12]}…)"
+        )
+
+
 def build_model(kind: CheckpointKind, config: CoarseNetConfig | RefinerConfig) -> nn.Module:
     """The network of ``kind`` for ``config``."""
     if kind == "stage1" and isinstance(config, CoarseNetConfig):
@@ -59,14 +68,14 @@ def build_model(kind: CheckpointKind, config: CoarseNetConfig | RefinerConfig) -
     )
 
 
-def _check_primitive(value: Any, where: str) -> None:
+def check_primitives(value: Any, where: str) -> None:
     """Refuse anything ``torch.load(weights_only=True)`` would not read back."""
     # Exact types: subclasses (e.g. torch's TorchVersion str) are pickled as globals.
     if value is None or type(value) in (bool, int, float, str) or isinstance(value, torch.Tensor):
         return
     if type(value) in (list, tuple):
         for i, item in enumerate(value):
-            _check_primitive(item, f"{where}[{i}]")
+            check_primitives(item, f"{where}[{i}]")
         return
     if type(value) is dict:
         for key, item in value.items():
@@ -74,7 +83,7 @@ def _check_primitive(value: Any, where: str) -> None:
                 raise TypeError(
                     f"{where} has a key of type {type(key).__name__}; keys must be str or int"
                 )
-            _check_primitive(item, f"{where}[{key!r}]")
+            check_primitives(item, f"{where}[{key!r}]")
         return
     raise TypeError(
         f"{where} holds a {type(value).__name__}; a checkpoint stores only tensors and primitives"
@@ -110,7 +119,7 @@ def save_checkpoint(
     }
     if optimizer_state is not None:
         payload["optimizer"] = optimizer_state
-    _check_primitive(payload, "checkpoint")
+    check_primitives(payload, "checkpoint")
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     target = os.fspath(path_or_uri)
@@ -156,9 +165,14 @@ def read_checkpoint_bytes(
 
 
 def parse_checkpoint_bytes(
-    data: bytes, name: str, map_location: str | torch.device = "cpu"
+    data: bytes,
+    name: str,
+    map_location: str | torch.device = "cpu",
+    required: tuple[str, ...] = _REQUIRED_KEYS,
+    expected_format: int | str = CHECKPOINT_FORMAT,
 ) -> dict[str, Any]:
-    """The checkpoint dict in ``data``, read with ``weights_only=True`` and checked for its keys.
+    """The checkpoint dict in ``data``, read with ``weights_only=True`` and checked for its keys
+    (``required``) and format (DetPose's own checkpoints by default; zoo ones pass theirs).
 
     Raises:
         CheckpointError: holds pickled objects, is not a checkpoint, or lacks required keys.
@@ -174,12 +188,12 @@ def parse_checkpoint_bytes(
         raise CheckpointError(
             f"{name}: refused; holds a {type(payload).__name__}, expected a checkpoint dict"
         )
-    missing = [k for k in _REQUIRED_KEYS if k not in payload]
+    missing = [k for k in required if k not in payload]
     if missing:
         raise CheckpointError(f"{name}: not a DetPose checkpoint, missing keys {missing}")
-    if payload["format"] != CHECKPOINT_FORMAT:
+    if payload["format"] != expected_format:
         raise CheckpointError(
-            f"{name}: checkpoint format {payload['format']!r}; this DetPose reads {CHECKPOINT_FORMAT}"
+            f"{name}: checkpoint format {payload['format']!r}; expected {expected_format!r} here"
         )
     kind = payload["kind"]
     retired = _RETIRED_CONFIG_FIELDS.get(kind, ()) if isinstance(kind, str) else ()
@@ -230,11 +244,7 @@ def load_checkpoint(
     if kind not in _CONFIG_TYPES:
         raise CheckpointError(f"{name}: got kind {kind!r}; expected 'stage1' or 'refiner'")
     data = read_checkpoint_bytes(name, storage_options)
-    if expected_sha256 is not None and checkpoint_sha256(data) != expected_sha256:
-        raise CheckpointError(
-            f"{name}: changed since the job checked it (sha256 {checkpoint_sha256(data)[:12]}…, "
-            f"expected {expected_sha256[:12]}…)"
-        )
+    check_expected_sha256(data, name, expected_sha256)
     return model_from_checkpoint_bytes(data, name, kind, map_location)
 
 

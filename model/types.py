@@ -37,12 +37,16 @@ class CoarseProposals:
             score 0 marks a padding slot.
         limb_scores: ``[19, K, K]`` float32 PAF scores: ``[l, i, j]`` scores peak ``i`` of
             keypoint ``SKELETON[l][0]`` against peak ``j`` of ``SKELETON[l][1]``.
+        poses_xys: ``[P, 17, 3]`` float32 coarse pose of each proposal, already grouped by a
+            bottom-up model (the zoo's MoveNet groups keypoints by their person's centre), or
+            ``None`` when the filter groups the peaks itself with the limb scores (DetPoseNet).
     """
 
     boxes_xyxy: np.ndarray
     box_scores: np.ndarray
     peaks_xys: np.ndarray
     limb_scores: np.ndarray
+    poses_xys: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         _check_shape("CoarseProposals.boxes_xyxy", self.boxes_xyxy, (None, 4))
@@ -51,6 +55,8 @@ class CoarseProposals:
         _check_shape("CoarseProposals.peaks_xys", self.peaks_xys, (NUM_KEYPOINTS, None, 3))
         top_k = self.peaks_xys.shape[1]
         _check_shape("CoarseProposals.limb_scores", self.limb_scores, (NUM_LIMBS, top_k, top_k))
+        if self.poses_xys is not None:
+            _check_shape("CoarseProposals.poses_xys", self.poses_xys, (num, NUM_KEYPOINTS, 3))
 
     @classmethod
     def empty(cls, top_k: int = 0) -> CoarseProposals:

@@ -15,7 +15,8 @@ import torch
 from model.inference.devices import resolve_device
 from model.inference.refiner import PoseRefinerModel, RefinedPoses
 from model.inference.stage1 import CoarsePoseModel
-from model.inference.weights import LoadedModel, StageKind, load_stage_model
+from model.inference.weights import DETPOSENET, LoadedModel, StageKind, load_stage_model
+from model.inference.zoo_stage1 import ZooCoarsePoseModel
 from model.keypoints import NUM_KEYPOINTS, SKELETON
 from pipeline.batches import (
     Batch,
@@ -36,27 +37,44 @@ def load_stage_weights(
     environment's) and, given ``weights_sha256``, checked to be the bytes the driver checked."""
     stage: StageSpec = getattr(spec, kind)
     options = storage_options(stage.checkpoint, spec.storage) if stage.checkpoint else {}
-    return load_stage_model(kind, stage.checkpoint, device, options, weights_sha256)
+    return load_stage_model(
+        kind, stage.checkpoint, device, options, weights_sha256, model=stage.model
+    )
 
 
 class CoarseStage:
-    """CoarsePoseNet on each ok image: adds fixed-shape proposal, peak and limb-score columns."""
+    """Stage 1 on each ok image: adds fixed-shape proposal columns, plus the peak and
+    limb-score columns (DetPoseNet) or the grouped coarse poses (zoo MoveNet)."""
 
     def __init__(self, spec: JobSpec, weights_sha256: str | None = None):
         device = resolve_device(spec.device)
         loaded = load_stage_weights("stage1", spec, device, weights_sha256)
         self.proposals, self.peaks = spec.proposals_per_image, spec.peaks_per_keypoint
-        self.model = CoarsePoseModel(
-            loaded, device, self.proposals, self.peaks, spec.filter.keypoint_score_threshold
-        )
+        self.grouped = spec.stage1.model != DETPOSENET
+        self.model: CoarsePoseModel | ZooCoarsePoseModel
+        if self.grouped:
+            self.model = ZooCoarsePoseModel(
+                loaded, device, self.proposals, spec.stage1.input_size
+            )
+        else:
+            self.model = CoarsePoseModel(
+                loaded, device, self.proposals, self.peaks, spec.filter.keypoint_score_threshold
+            )
 
     def __call__(self, batch: Batch) -> Batch:
         require_columns(batch, ("status", "image"), "stage 1")
         n, ok = len(batch["status"]), ok_rows(batch)
-        boxes = np.zeros((n, self.proposals, 4), np.float32)
-        scores = np.zeros((n, self.proposals), np.float32)
-        peaks = np.zeros((n, NUM_KEYPOINTS, self.peaks, 3), np.float32)
-        limbs = np.zeros((n, len(SKELETON), self.peaks, self.peaks), np.float32)
+        columns = {
+            "prop_boxes": np.zeros((n, self.proposals, 4), np.float32),
+            "prop_scores": np.zeros((n, self.proposals), np.float32),
+        }
+        if self.grouped:
+            columns["coarse_poses"] = np.zeros((n, self.proposals, NUM_KEYPOINTS, 3), np.float32)
+        else:
+            columns["peaks"] = np.zeros((n, NUM_KEYPOINTS, self.peaks, 3), np.float32)
+            columns["limb_scores"] = np.zeros(
+                (n, len(SKELETON), self.peaks, self.peaks), np.float32
+            )
         results = per_image_or_isolated(self.model, [batch["image"][i] for i in ok])
         failures = {}
         for i, result in zip(ok, results, strict=True):
@@ -64,16 +82,13 @@ class CoarseStage:
                 failures[i] = result
                 continue
             k = len(result.box_scores)
-            boxes[i, :k], scores[i, :k] = result.boxes_xyxy, result.box_scores
-            peaks[i], limbs[i] = result.peaks_xys, result.limb_scores
-        out = {
-            **batch,
-            "prop_boxes": boxes,
-            "prop_scores": scores,
-            "peaks": peaks,
-            "limb_scores": limbs,
-        }
-        return with_internal_errors(out, failures, "stage 1")
+            columns["prop_boxes"][i, :k] = result.boxes_xyxy
+            columns["prop_scores"][i, :k] = result.box_scores
+            if result.poses_xys is not None:
+                columns["coarse_poses"][i, : len(result.poses_xys)] = result.poses_xys
+            else:
+                columns["peaks"][i], columns["limb_scores"][i] = result.peaks_xys, result.limb_scores
+        return with_internal_errors({**batch, **columns}, failures, "stage 1")
 
 
 class RefineStage:

@@ -39,6 +39,8 @@ def job_fingerprint(spec: JobSpec, weights: Mapping[str, StageWeights]) -> dict[
     decode = spec.decode.model_dump(mode="json")
     return {
         "weights": {kind: w.sha256 or w.source for kind, w in sorted(weights.items())},
+        "models": {"stage1": spec.stage1.model, "refiner": spec.refiner.model},
+        "stage1_input_size": spec.stage1.input_size,
         "filter": spec.filter.model_dump(mode="json"),
         "decode": {name: decode[name] for name in _RESULT_DECODE_FIELDS},
         "proposals_per_image": spec.proposals_per_image,

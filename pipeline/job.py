@@ -187,7 +187,7 @@ def check_weights(spec: JobSpec) -> dict[str, StageWeights]:
     for kind, stage in (("stage1", spec.stage1), ("refiner", spec.refiner)):
         options = storage_options(stage.checkpoint, spec.storage) if stage.checkpoint else {}
         try:
-            weights[kind] = check_stage_weights(kind, stage.checkpoint, options)
+            weights[kind] = check_stage_weights(kind, stage.checkpoint, options, stage.model)
         except CheckpointError as exc:
             raise JobSetupError(f"{kind}.checkpoint: {exc}") from None
     return weights

@@ -153,7 +153,9 @@ class StageSpec(BaseModel):
     model_config = _FROZEN
 
     checkpoint: str | None = Field(
-        None, description="Checkpoint URI; default: the weights bundled with DetPose."
+        None,
+        description="Checkpoint URI of the stage's model: a DetPoseNet checkpoint, or a zoo "
+        "checkpoint of the named zoo network; default: the weights bundled with DetPose.",
     )
     batch_size: int = Field(8, gt=0, le=4096, description="Images per batch sent to an actor.")
     actors: int = Field(1, gt=0, le=1024, description="Actors in the pool.")
@@ -207,6 +209,51 @@ class StageSpec(BaseModel):
         )
 
 
+# The networks each model stage can run (the zoo's are in model/zoo/catalog.py; DetPoseNet's
+# own come from a checkpoint). The defaults were chosen by measured keypoint AP (README).
+Stage1Model = Literal["movenet-multipose", "detposenet"]
+RefinerModel = Literal["movenet-thunder", "movenet-lightning", "detposenet"]
+DEFAULT_STAGE1_MODEL: Stage1Model = "movenet-multipose"
+DEFAULT_REFINER_MODEL: RefinerModel = "movenet-thunder"
+ZOO_INPUT_MULTIPLE = 32
+
+
+class Stage1Spec(StageSpec):
+    """Stage 1: which network proposes boxes and coarse poses, and its actor pool."""
+
+    model: Stage1Model = Field(
+        DEFAULT_STAGE1_MODEL,
+        description="'movenet-multipose': the zoo's bottom-up MoveNet (box and pose branches); "
+        "'detposenet': DetPoseNet's CoarsePoseNet from `checkpoint` (default: the bundled demo "
+        "weights).",
+    )
+    input_size: int | None = Field(
+        None,
+        ge=ZOO_INPUT_MULTIPLE,
+        le=2048,
+        description="Side of the square letterboxed input of a zoo model, a multiple of 32; "
+        "larger finds smaller people at more cost. Default: the model's own (256).",
+    )
+
+    @field_validator("input_size")
+    @classmethod
+    def _multiple_of_32(cls, value: int | None) -> int | None:
+        if value is not None and value % ZOO_INPUT_MULTIPLE:
+            raise ValueError(f"got {value}; expected a multiple of {ZOO_INPUT_MULTIPLE}")
+        return value
+
+
+class RefinerSpec(StageSpec):
+    """Stage 3: which network refines each person crop, and its actor pool."""
+
+    model: RefinerModel = Field(
+        DEFAULT_REFINER_MODEL,
+        description="'movenet-thunder' (256 px crops) or 'movenet-lightning' (192 px, faster): "
+        "the zoo's top-down MoveNet; 'detposenet': DetPoseNet's refiner from `checkpoint` "
+        "(default: the bundled demo weights).",
+    )
+
+
 class JobSpec(BaseModel):
     """One batch annotation job."""
 
@@ -227,10 +274,12 @@ class JobSpec(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="'auto' uses CUDA when the actor sees a GPU, else the CPU."
     )
-    stage1: StageSpec = Field(
-        default_factory=StageSpec, description="Stage 1 (CoarsePoseNet) pool."
+    stage1: Stage1Spec = Field(
+        default_factory=Stage1Spec, description="Stage 1 (proposals and coarse poses)."
     )
-    refiner: StageSpec = Field(default_factory=StageSpec, description="Stage 3 (refinement) pool.")
+    refiner: RefinerSpec = Field(
+        default_factory=RefinerSpec, description="Stage 3 (refinement of each person)."
+    )
     filter: FilterSpec = Field(
         default_factory=FilterSpec, description="Stage 2: proposal filtering."
     )
@@ -244,7 +293,9 @@ class JobSpec(BaseModel):
     peaks_per_keypoint: int = Field(
         20, gt=0, le=200, description="Top-K heatmap peaks stage 1 ships per keypoint type."
     )
-    flip_test: bool = Field(False, description="Average refiner heatmaps with a mirrored pass.")
+    flip_test: bool = Field(
+        False, description="Average the refiner's output with that of a mirrored pass."
+    )
 
     @field_validator("job_id")
     @classmethod

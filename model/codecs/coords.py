@@ -9,7 +9,9 @@ Spaces, from the file to the networks (``docs/coordinates.md`` has the full pict
   ``letterbox_scale`` and padded right and bottom; ``letterbox = decoded * scale``;
 * **crop**: a refiner input cut from the decoded image by an image→crop affine
   (``model.codecs.affine.box_to_affine``);
-* **heatmap**: network outputs ``stride`` times coarser than their input (letterbox or crop).
+* **heatmap**: network outputs ``stride`` times coarser than their input (letterbox or crop);
+* **normalised**: the zoo's (MoveNet's) outputs, ``0`` at an input's left/top edge and ``1``
+  at its right/bottom edge, ``(y, x)`` ordered as TensorFlow has them.
 
 Pixel-centre convention: pixel ``i`` has its centre at coordinate ``i`` and covers
 ``[i - 0.5, i + 0.5)``, in every space. Points are ``(x, y)`` in the last axis; boxes are
@@ -203,6 +205,17 @@ def decoded_to_original(coords: ArrayLike, scale: float) -> np.ndarray:
         Same shape; a float array keeps its dtype (float32 stays float32).
     """
     return _undo_resize(coords, scale)
+
+
+def normalised_yx_to_pixels(coords_yx: ArrayLike, size_hw: tuple[int, int]) -> np.ndarray:
+    """Normalised ``(y, x)`` (edges at 0 and 1) → ``(x, y)`` pixels of an ``size_hw`` input.
+
+    An edge-based coordinate ``u`` in pixels lies at ``u - 0.5`` under the pixel-centre
+    rule, so ``x = x_norm * width - 0.5``.
+    """
+    coords = np.asarray(coords_yx, dtype=np.float64)
+    height, width = size_hw
+    return np.stack([coords[..., 1] * width - 0.5, coords[..., 0] * height - 0.5], axis=-1)
 
 
 def invert_affine(affine: ArrayLike) -> np.ndarray:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import numpy as np
 
 from model.codecs.boxes import box_areas, box_iou, clip_boxes, kpt2box
-from model.filtering.grouping import assign_poses_to_boxes, group_poses
+from model.filtering.grouping import MIN_POSE_KEYPOINTS, assign_poses_to_boxes, group_poses
 from model.keypoints import NUM_KEYPOINTS, oks_matrix
 from model.types import CoarseProposals, FilterCounts, FilteredPersons
 from schemas.filtering import FilterSpec
@@ -96,11 +96,17 @@ def _score_order(boxes_xyxy: np.ndarray, scores: np.ndarray) -> np.ndarray:
     )
 
 
-def _coarse_poses(props: CoarseProposals, spec: FilterSpec) -> np.ndarray:
-    """PAF-grouped poses ``[M, 17, 3]`` from peaks at or above the keypoint score threshold."""
+def _coarse_poses(props: CoarseProposals, spec: FilterSpec, usable: np.ndarray) -> np.ndarray:
+    """Coarse poses ``[M, 17, 3]`` of keypoints at or above the keypoint score threshold:
+    stage 1's own poses when it grouped them (those of the ``usable`` proposals: a pose is
+    as trustworthy as its proposal's score), else the peaks grouped by PAF scores."""
+    if props.poses_xys is not None:
+        poses = np.asarray(props.poses_xys, dtype=np.float32)[usable].copy()
+        poses[poses[..., 2] < spec.keypoint_score_threshold] = 0.0
+        return poses[(poses[..., 2] > 0).sum(axis=1) >= MIN_POSE_KEYPOINTS]
     peaks = np.asarray(props.peaks_xys, dtype=np.float32).copy()
     peaks[peaks[..., 2] < spec.keypoint_score_threshold] = 0.0
-    return group_poses(peaks, props.limb_scores)
+    return group_poses(peaks, props.limb_scores, min_pose_keypoints=MIN_POSE_KEYPOINTS)
 
 
 def _algorithm1(
@@ -184,7 +190,7 @@ def filter_proposals(
     order = _score_order(boxes_all, scores_all)
     order = order[usable[order]]
     boxes, scores = boxes_all[order], scores_all[order]
-    poses = _coarse_poses(props, spec)
+    poses = _coarse_poses(props, spec, usable)
     best_pose, pose_in_box = assign_poses_to_boxes(
         boxes, poses, spec.inside_fraction, spec.kpt2box_margin
     )

@@ -14,6 +14,8 @@ from model.keypoints import NUM_KEYPOINTS, SKELETON
 # A keypoint counts as inside a box when inside the box grown by this fraction of its size:
 # detectors often cut a wrist or an ankle by a few pixels.
 INSIDE_TOLERANCE = 0.1
+# A coarse pose needs at least this many keypoints to be a pose at all.
+MIN_POSE_KEYPOINTS = 2
 
 
 def match_limb(scores_kk: np.ndarray, min_score: float) -> list[tuple[int, int, float]]:
@@ -48,7 +50,7 @@ def group_poses(
     peaks_xys: np.ndarray,
     limb_scores: np.ndarray,
     min_limb_score: float = 0.05,
-    min_pose_keypoints: int = 2,
+    min_pose_keypoints: int = MIN_POSE_KEYPOINTS,
 ) -> np.ndarray:
     """Group keypoint peaks into coarse poses with the part affinity field scores.
 

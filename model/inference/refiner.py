@@ -8,13 +8,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.codecs.coords import crop_heatmap_to_image
+from model.codecs.affine import box_to_affine, warp_crops
+from model.codecs.coords import crop_heatmap_to_image, normalised_yx_to_pixels
 from model.codecs.heatmaps import decode_heatmaps, flip_heatmaps_back
-from model.codecs.image import make_refiner_crops
+from model.codecs.image import image_to_float_tensor, make_refiner_crops
 from model.inference.devices import autocast
 from model.inference.weights import LoadedModel
-from model.keypoints import FLIP_PAIRS, NUM_KEYPOINTS
+from model.keypoints import FLIP_PAIRS, NUM_KEYPOINTS, flip_permutation
+from model.zoo.decode import decode_single_pose
+from model.zoo.weights import ZooModel
 
+FLIP_PERMUTATION = flip_permutation(NUM_KEYPOINTS, FLIP_PAIRS)
+# A zoo crop covers the person box grown by this (MoveNet sees the whole person with margin).
+ZOO_CROP_PADDING = 1.25
 # Keypoints scoring below this do not count towards a pose's score (top-down practice).
 POSE_SCORE_KEYPOINT_FLOOR = 0.2
 
@@ -71,6 +77,8 @@ class PoseRefinerModel:
     def _refine(
         self, images_rgb: list[np.ndarray], image_index: np.ndarray, boxes: np.ndarray
     ) -> np.ndarray:
+        if isinstance(self.loaded.config, ZooModel):
+            return self._refine_zoo(images_rgb, image_index, boxes)
         cfg = self.loaded.config
         crops, affines = make_refiner_crops(images_rgb, image_index, boxes, cfg, self.device)
         with autocast(self.device):
@@ -86,6 +94,51 @@ class PoseRefinerModel:
         out[:, :, :2] = coords_img
         out[:, :, 2] = np.clip(_numpy(maxvals), 0.0, 1.0)
         return out
+
+
+    def _refine_zoo(
+        self, images_rgb: list[np.ndarray], image_index: np.ndarray, boxes: np.ndarray
+    ) -> np.ndarray:
+        """A zoo single-pose network (MoveNet) on square crops: keypoints decoded from its
+        heads, the flip test averaging the mirrored pass's unmirrored keypoints."""
+        zoo: ZooModel = self.loaded.config
+        size = zoo.network.input_size
+        affines = box_to_affine(boxes, (size, size), padding=ZOO_CROP_PADDING)
+        used = set(image_index.tolist())
+        tensors = [
+            image_to_float_tensor(img, self.device) if i in used
+            else torch.zeros((3, 1, 1), device=self.device)
+            for i, img in enumerate(images_rgb)
+        ]
+        crops = warp_crops(tensors, image_index, affines, (size, size))
+        kpts = self._zoo_keypoints(crops)
+        if self.flip_test:
+            mirrored = self._zoo_keypoints(torch.flip(crops, dims=[3]))[:, FLIP_PERMUTATION]
+            mirrored[..., 0] = size - 1 - mirrored[..., 0]
+            kpts = (kpts + mirrored) / 2.0
+        out = np.zeros((len(boxes), NUM_KEYPOINTS, 3), dtype=np.float32)
+        out[:, :, :2] = crop_heatmap_to_image(kpts[..., :2], affines, 1.0)
+        out[:, :, 2] = np.clip(kpts[..., 2], 0.0, 1.0)
+        return out
+
+    def _zoo_keypoints(self, crops: torch.Tensor) -> np.ndarray:
+        """``[N, 17, 3]`` (x, y) in crop pixels and score, from float ``0..255`` crops."""
+        zoo: ZooModel = self.loaded.config
+        heads = zoo.network.outputs
+        with autocast(self.device):
+            out = self.loaded.net(crops)
+        decoded = decode_single_pose(
+            out[heads["centre"]].float(), out[heads["heatmaps"]].float(),
+            out[heads["regress"]].float(), out[heads["offsets"]].float(),
+            zoo.decode["centre_weight"].to(self.device)[..., 0],
+            float(zoo.decode["distance_bias"]),
+            zoo.decode["cell_to_normalised"],
+        ).cpu().numpy().astype(np.float64)
+        size = zoo.network.input_size
+        kpts = np.zeros(decoded.shape, np.float64)
+        kpts[..., :2] = normalised_yx_to_pixels(decoded[..., :2], (size, size))
+        kpts[..., 2] = decoded[..., 2]
+        return kpts
 
 
 def _numpy(value: Any) -> np.ndarray:

@@ -12,13 +12,16 @@ from typing import Any, Literal
 import torch
 
 from model.checkpoint import (
+    CheckpointError,
+    check_expected_sha256,
     checkpoint_sha256,
-    load_checkpoint,
     model_from_checkpoint_bytes,
     read_checkpoint_bytes,
 )
 from model.nets.coarse_net import CoarsePoseNet
 from model.nets.refine_net import PoseRefinementNet
+from model.zoo.catalog import NETWORKS
+from model.zoo.weights import zoo_model_from_bytes
 from schemas.model import coarse_preset, refiner_preset
 
 logger = logging.getLogger(__name__)
@@ -32,9 +35,16 @@ BUNDLED_WEIGHTS: dict[str, Path] = {
 RANDOM_INIT_SEED = 0
 
 
+DETPOSENET = "detposenet"
+
+
 @dataclass(frozen=True)
 class LoadedModel:
-    """A network ready for inference and where its weights came from."""
+    """A network ready for inference and where its weights came from.
+
+    ``config`` is the DetPoseNet config for ``detposenet``, else the zoo network's
+    ``ZooModel`` (its catalog entry, decoding constants and provenance record).
+    """
 
     net: torch.nn.Module
     config: Any
@@ -42,13 +52,38 @@ class LoadedModel:
     random_init: bool
 
 
-def weights_source(kind: StageKind, checkpoint: str | None) -> str:
+def weights_source(kind: StageKind, checkpoint: str | None, model: str = DETPOSENET) -> str:
     """Where ``load_stage_model`` will take a stage's weights from, without loading them."""
     if checkpoint:
         return checkpoint
+    if model != DETPOSENET:
+        return f"zoo:{model}"
     if BUNDLED_WEIGHTS[kind].exists():
         return f"bundled:{BUNDLED_WEIGHTS[kind].name}"
     return "random-init"
+
+
+def _checkpoint_path(kind: StageKind, checkpoint: str | None, model: str) -> str:
+    if checkpoint:
+        return checkpoint
+    if model != DETPOSENET:
+        if model not in NETWORKS:
+            raise CheckpointError(f"got model {model!r}; the zoo has {sorted(NETWORKS)}")
+        path = NETWORKS[model].checkpoint_path
+        if not path.exists():
+            raise CheckpointError(f"{path}: zoo weights missing; `make zoo` regenerates them")
+        return str(path)
+    return str(BUNDLED_WEIGHTS[kind])
+
+
+def _model_from_bytes(
+    data: bytes, path: str, kind: StageKind, model: str, device: torch.device | str = "cpu"
+) -> tuple[torch.nn.Module, Any]:
+    if model == DETPOSENET:
+        net, config, _record = model_from_checkpoint_bytes(data, path, kind, device)
+        return net, config
+    zoo = zoo_model_from_bytes(data, path, model)
+    return zoo.net.to(device), zoo
 
 
 @dataclass(frozen=True)
@@ -60,7 +95,10 @@ class StageWeights:
 
 
 def check_stage_weights(
-    kind: StageKind, checkpoint: str | None, storage_options: Mapping[str, Any] | None = None
+    kind: StageKind,
+    checkpoint: str | None,
+    storage_options: Mapping[str, Any] | None = None,
+    model: str = DETPOSENET,
 ) -> StageWeights:
     """Read and fully load a stage's checkpoint on the CPU once, so that a missing, truncated,
     foreign or wrong-network file fails before any worker starts.
@@ -68,12 +106,12 @@ def check_stage_weights(
     Raises:
         CheckpointError: naming the file and what is wrong with it.
     """
-    source = weights_source(kind, checkpoint)
+    source = weights_source(kind, checkpoint, model)
     if source == "random-init":
         return StageWeights(source, None)
-    path = checkpoint or str(BUNDLED_WEIGHTS[kind])
+    path = _checkpoint_path(kind, checkpoint, model)
     data = read_checkpoint_bytes(path, storage_options)
-    model_from_checkpoint_bytes(data, path, kind)
+    _model_from_bytes(data, path, kind, model)
     return StageWeights(source, checkpoint_sha256(data))
 
 
@@ -83,6 +121,7 @@ def load_stage_model(
     device: torch.device,
     storage_options: Mapping[str, Any] | None = None,
     expected_sha256: str | None = None,
+    model: str = DETPOSENET,
 ) -> LoadedModel:
     """Load a stage's network: the given checkpoint, else the bundled weights, else random init.
 
@@ -90,12 +129,12 @@ def load_stage_model(
     ``random_init`` says so, and callers must report it. ``expected_sha256`` (from
     ``check_stage_weights``) makes sure every worker loads the bytes the job checked.
     """
-    source = weights_source(kind, checkpoint)
+    source = weights_source(kind, checkpoint, model)
     if source != "random-init":
-        path = checkpoint or str(BUNDLED_WEIGHTS[kind])
-        net, config, _record = load_checkpoint(
-            path, kind, device, storage_options=storage_options, expected_sha256=expected_sha256
-        )
+        path = _checkpoint_path(kind, checkpoint, model)
+        data = read_checkpoint_bytes(path, storage_options)
+        check_expected_sha256(data, path, expected_sha256)
+        net, config = _model_from_bytes(data, path, kind, model, device)
         return LoadedModel(net.to(device).eval(), config, source, random_init=False)
     torch.manual_seed(RANDOM_INIT_SEED)
     if kind == "stage1":

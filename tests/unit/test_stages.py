@@ -16,8 +16,15 @@ from tests.helpers import REPO_ROOT
 SAMPLES = sorted(str(p) for p in (REPO_ROOT / "jobs" / "samples").glob("*.jpg"))[:3]
 
 
-@pytest.fixture(scope="module")
-def stages():
+# Both families of stage models: the zoo's (the default) and DetPoseNet's demo networks.
+MODELS = {
+    "zoo": {},
+    "detposenet": {"stage1": {"model": "detposenet"}, "refiner": {"model": "detposenet"}},
+}
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def stages(request):
     spec = JobSpec.parse(
         {
             "inputs": SAMPLES,
@@ -26,6 +33,7 @@ def stages():
             "proposals_per_image": 50,
             "peaks_per_keypoint": 10,
             "filter": {"keypoint_score_threshold": 0.1},
+            **MODELS[request.param],
         }
     )
     stage1 = CoarseStage(spec)
@@ -73,14 +81,14 @@ def test_an_image_that_breaks_a_model_costs_only_its_own_row(stages):
 def test_a_row_that_breaks_the_filter_costs_only_its_own_row(stages):
     stage1, refiner = stages
     batch = stage1(decoded(SAMPLES[:2]))
-    peaks = np.empty(2, dtype=object)
-    peaks[0] = np.zeros((5, 3), np.float32)  # wrong shape: CoarseProposals refuses it
-    peaks[1] = batch["peaks"][1]
-    filtered = filter_batch({**batch, "peaks": peaks}, FilterSpec())
+    column = "coarse_poses" if "coarse_poses" in batch else "peaks"
+    broken = np.empty(2, dtype=object)
+    broken[0] = np.zeros((5, 3), np.float32)  # wrong shape: CoarseProposals refuses it
+    broken[1] = batch[column][1]
+    filtered = filter_batch({**batch, column: broken}, FilterSpec())
     assert list(filtered["status"]) == ["error", "ok"]
-    assert (
-        "filter failed" in filtered["error_message"][0] and "peaks" in filtered["error_message"][0]
-    )
+    message = filtered["error_message"][0]
+    assert "filter failed" in message and ("peaks" in message or "poses" in message)
     assert refiner(filtered).num_rows == 2
 
 
