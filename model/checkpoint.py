@@ -169,10 +169,11 @@ def parse_checkpoint_bytes(
     name: str,
     map_location: str | torch.device = "cpu",
     required: tuple[str, ...] = _REQUIRED_KEYS,
-    expected_format: int | str = CHECKPOINT_FORMAT,
+    expected_format: int | str | None = CHECKPOINT_FORMAT,
 ) -> dict[str, Any]:
     """The checkpoint dict in ``data``, read with ``weights_only=True`` and checked for its keys
-    (``required``) and format (DetPose's own checkpoints by default; zoo ones pass theirs).
+    (``required``) and format (DetPose's own checkpoints by default; zoo ones pass theirs;
+    ``None``: any).
 
     Raises:
         CheckpointError: holds pickled objects, is not a checkpoint, or lacks required keys.
@@ -191,7 +192,7 @@ def parse_checkpoint_bytes(
     missing = [k for k in required if k not in payload]
     if missing:
         raise CheckpointError(f"{name}: not a DetPose checkpoint, missing keys {missing}")
-    if payload["format"] != expected_format:
+    if expected_format is not None and payload["format"] != expected_format:
         raise CheckpointError(
             f"{name}: checkpoint format {payload['format']!r}; expected {expected_format!r} here"
         )

@@ -100,6 +100,12 @@ def zoo_model_from_bytes(data: bytes, name: str, expected_network: str) -> ZooMo
     Raises:
         CheckpointError: not a zoo checkpoint, or one of another network.
     """
+    payload = parse_checkpoint_bytes(data, name, required=("format", "kind"), expected_format=None)
+    if payload["kind"] != ZOO_KIND:
+        raise CheckpointError(
+            f"{name}: holds a {payload['kind']!r} checkpoint of DetPoseNet, not the zoo network "
+            f"{expected_network!r} (DetPoseNet checkpoints need `model: detposenet`)"
+        )
     payload = parse_checkpoint_bytes(
         data, name, required=("format", "kind", "network", "graph", "decode", "record"),
         expected_format=ZOO_FORMAT,

@@ -56,10 +56,10 @@ def test_coco_sample_from_s3_yields_one_row_per_image_with_true_sizes(
     assert stats.images_in == 6
     assert (stats.images_ok, stats.images_error) == (4, 2)
     assert stats.errors_by_kind == {"missing": 1, "unreadable": 1}
-    # The bundled demonstration weights, not random ones: no RANDOM-weights warning, no other.
+    # The bundled zoo weights, not random ones: no RANDOM-weights warning, no other.
     assert stats.weights == {
-        "stage1": "bundled:stage1_tiny.pt",
-        "refiner": "bundled:refiner_tiny.pt",
+        "stage1": "zoo:movenet-multipose",
+        "refiner": "zoo:movenet-thunder",
     }
     assert stats.warnings == []
 

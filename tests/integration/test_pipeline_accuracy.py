@@ -54,6 +54,8 @@ def test_bundled_weights_recover_their_training_poses(sample_data, tmp_path, max
             "output": str(tmp_path),
             "decode": {"max_side": max_side},
             "flip_test": flip_test,
+            "stage1": {"model": "detposenet"},
+            "refiner": {"model": "detposenet"},
         }
     )
     stats = run_job(spec, no_progress_timeout_s=NO_PROGRESS_TIMEOUT_S)
