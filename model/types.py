@@ -59,6 +59,14 @@ class CoarseProposals:
             _check_shape("CoarseProposals.poses_xys", self.poses_xys, (num, NUM_KEYPOINTS, 3))
 
     @classmethod
+    def grouped(
+        cls, boxes_xyxy: np.ndarray, box_scores: np.ndarray, poses_xys: np.ndarray
+    ) -> CoarseProposals:
+        """Proposals of a stage 1 that grouped each proposal's coarse pose itself (no peaks)."""
+        empty = cls.empty()
+        return cls(boxes_xyxy, box_scores, empty.peaks_xys, empty.limb_scores, poses_xys)
+
+    @classmethod
     def empty(cls, top_k: int = 0) -> CoarseProposals:
         """Proposals of an image with nothing detected (``K = top_k`` padding slots)."""
         return cls(

@@ -53,9 +53,7 @@ class CoarseStage:
         self.grouped = spec.stage1.model != DETPOSENET
         self.model: CoarsePoseModel | ZooCoarsePoseModel
         if self.grouped:
-            self.model = ZooCoarsePoseModel(
-                loaded, device, self.proposals, spec.stage1.input_size
-            )
+            self.model = ZooCoarsePoseModel(loaded, device, self.proposals, spec.stage1.input_size)
         else:
             self.model = CoarsePoseModel(
                 loaded, device, self.proposals, self.peaks, spec.filter.keypoint_score_threshold
@@ -87,7 +85,10 @@ class CoarseStage:
             if result.poses_xys is not None:
                 columns["coarse_poses"][i, : len(result.poses_xys)] = result.poses_xys
             else:
-                columns["peaks"][i], columns["limb_scores"][i] = result.peaks_xys, result.limb_scores
+                columns["peaks"][i], columns["limb_scores"][i] = (
+                    result.peaks_xys,
+                    result.limb_scores,
+                )
         return with_internal_errors({**batch, **columns}, failures, "stage 1")
 
 

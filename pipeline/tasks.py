@@ -87,7 +87,9 @@ def filter_batch(batch: Batch, spec: FilterSpec) -> Batch:
     """Algorithm 1 (or a baseline) per image; persons padded to ``spec.max_persons``."""
     grouped = "coarse_poses" in batch  # stage 1 grouped the poses itself (zoo MoveNet)
     coarse_columns = ("coarse_poses",) if grouped else ("peaks", "limb_scores")
-    require_columns(batch, ("status", "image", "prop_boxes", "prop_scores", *coarse_columns), "filter")
+    require_columns(
+        batch, ("status", "image", "prop_boxes", "prop_scores", *coarse_columns), "filter"
+    )
     n, m = len(batch["status"]), spec.max_persons
     out = {
         "person_boxes": np.zeros((n, m, 4), np.float32),
@@ -101,22 +103,11 @@ def filter_batch(batch: Batch, spec: FilterSpec) -> Batch:
     for i in ok_rows(batch):
         image = batch["image"][i]
         try:
+            boxes, scores = batch["prop_boxes"][i], batch["prop_scores"][i]
             if grouped:
-                empty = CoarseProposals.empty()
-                props = CoarseProposals(
-                    boxes_xyxy=batch["prop_boxes"][i],
-                    box_scores=batch["prop_scores"][i],
-                    peaks_xys=empty.peaks_xys,
-                    limb_scores=empty.limb_scores,
-                    poses_xys=batch["coarse_poses"][i],
-                )
+                props = CoarseProposals.grouped(boxes, scores, batch["coarse_poses"][i])
             else:
-                props = CoarseProposals(
-                    boxes_xyxy=batch["prop_boxes"][i],
-                    box_scores=batch["prop_scores"][i],
-                    peaks_xys=batch["peaks"][i],
-                    limb_scores=batch["limb_scores"][i],
-                )
+                props = CoarseProposals(boxes, scores, batch["peaks"][i], batch["limb_scores"][i])
             persons = filter_proposals(props, spec, (image.shape[1], image.shape[0]))
         except Exception as exc:
             failures[i] = exc
@@ -130,9 +121,7 @@ def filter_batch(batch: Batch, spec: FilterSpec) -> Batch:
         for name, value in persons.counts.as_dict().items():
             out[f"count_{name}"][i] = value
     keep = {
-        k: v
-        for k, v in batch.items()
-        if k not in ("prop_boxes", "prop_scores", *coarse_columns)
+        k: v for k, v in batch.items() if k not in ("prop_boxes", "prop_scores", *coarse_columns)
     }
     return with_internal_errors({**keep, **out}, failures, "filter")
 

@@ -50,14 +50,22 @@ def normalise(images_float255: torch.Tensor) -> torch.Tensor:
     return (images_float255.float() / 255.0 - mean) / std
 
 
+def images_to_float_nchw(
+    images_uint8: np.ndarray | torch.Tensor, device: torch.device | str
+) -> torch.Tensor:
+    """``[B, H, W, 3]`` uint8 RGB (numpy or torch) -> ``[B, 3, H, W]`` float32 in ``0..255`` on
+    ``device`` (the zoo networks normalise inside their graphs)."""
+    if isinstance(images_uint8, np.ndarray):
+        array = np.ascontiguousarray(images_uint8)
+        images_uint8 = torch.from_numpy(array if array.flags.writeable else array.copy())
+    return images_uint8.to(device).permute(0, 3, 1, 2).float()
+
+
 def to_network_input(
     images_uint8: np.ndarray | torch.Tensor, device: torch.device | str
 ) -> torch.Tensor:
     """``[B, H, W, 3]`` uint8 RGB (numpy or torch) -> normalised ``[B, 3, H, W]`` float32 on ``device``."""
-    if isinstance(images_uint8, np.ndarray):
-        array = np.ascontiguousarray(images_uint8)
-        images_uint8 = torch.from_numpy(array if array.flags.writeable else array.copy())
-    return normalise(images_uint8.to(device).permute(0, 3, 1, 2))
+    return normalise(images_to_float_nchw(images_uint8, device))
 
 
 def image_to_float_tensor(image_rgb: np.ndarray, device: torch.device | str) -> torch.Tensor:
@@ -103,13 +111,34 @@ def make_refiner_crops(
     Returns:
         ``crops [N, 3, H, W]`` normalised float32 and ``affine_img_to_crop [N, 2, 3]`` float64.
     """
-    affines = box_to_affine(
-        boxes_xyxy, cfg.input_hw, padding=cfg.box_padding, rotation_deg=rotation_deg
+    crops, affines = cut_crops(
+        images_rgb_uint8,
+        image_index,
+        boxes_xyxy,
+        cfg.input_hw,
+        cfg.box_padding,
+        device,
+        rotation_deg,
     )
-    used = sorted(set(np.asarray(image_index).tolist()))
+    return normalise(crops), affines
+
+
+def cut_crops(
+    images_rgb_uint8: list[np.ndarray],
+    image_index: np.ndarray,
+    boxes_xyxy: np.ndarray,
+    out_hw: tuple[int, int],
+    padding: float,
+    device: torch.device | str,
+    rotation_deg: np.ndarray | None = None,
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Crops of person boxes, grown by ``padding`` to the ``out_hw`` aspect ratio, as float
+    ``0..255`` ``[N, 3, H, W]``, and their ``[N, 2, 3]`` image→crop affines. Only the images
+    that have a box are moved to ``device``."""
+    affines = box_to_affine(boxes_xyxy, out_hw, padding=padding, rotation_deg=rotation_deg)
+    used = set(np.asarray(image_index).tolist())
     tensors = [
         image_to_float_tensor(img, device) if i in used else torch.zeros((3, 1, 1), device=device)
         for i, img in enumerate(images_rgb_uint8)
     ]
-    crops = warp_normalised_crops(tensors, np.asarray(image_index), affines, cfg.input_hw)
-    return crops, affines
+    return warp_crops(tensors, np.asarray(image_index), affines, out_hw), affines

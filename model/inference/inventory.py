@@ -63,33 +63,57 @@ def _zoo_info(name: str) -> ModelInfo:
     source = f"{PACKAGE}@{PACKAGE_VERSION} models/{name}.json ({network.upstream})"
     size = f"{network.input_size}x{network.input_size}"
     if not path.exists():
-        return ModelInfo(name, stage, False, str(path), source, network.licence, size,
-                         None, None, None, None)
+        return ModelInfo(
+            name, stage, False, str(path), source, network.licence, size, None, None, None, None
+        )
     data = path.read_bytes()
     zoo = zoo_model_from_bytes(data, str(path), name)
-    params, gflops = _measured(
-        zoo.net, torch.zeros(1, 3, network.input_size, network.input_size)
+    params, gflops = _measured(zoo.net, torch.zeros(1, 3, network.input_size, network.input_size))
+    return ModelInfo(
+        name,
+        stage,
+        True,
+        str(path),
+        source,
+        network.licence,
+        size,
+        params,
+        gflops,
+        len(data) / 1e6,
+        checkpoint_sha256(data),
     )
-    return ModelInfo(name, stage, True, str(path), source, network.licence, size, params,
-                     gflops, len(data) / 1e6, checkpoint_sha256(data))
 
 
 def _detposenet_info(kind: StageKind) -> ModelInfo:
     path: Path = BUNDLED_WEIGHTS[kind]
     source = "DetPose demo weights (detpose train, tiny config; see model/weights/README.md)"
     if not path.exists():
-        return ModelInfo(DETPOSENET, kind, False, str(path), source, "Apache-2.0", "-",
-                         None, None, None, None)
+        return ModelInfo(
+            DETPOSENET, kind, False, str(path), source, "Apache-2.0", "-", None, None, None, None
+        )
     data = path.read_bytes()
     net, config, _ = model_from_checkpoint_bytes(data, str(path), kind)
     height, width = (config.input_size,) * 2 if kind == "stage1" else config.input_hw
     params, gflops = _measured(net, torch.zeros(1, 3, height, width))
-    return ModelInfo(DETPOSENET, kind, True, str(path), source, "Apache-2.0",
-                     f"{height}x{width}", params, gflops, len(data) / 1e6,
-                     checkpoint_sha256(data))
+    return ModelInfo(
+        DETPOSENET,
+        kind,
+        True,
+        str(path),
+        source,
+        "Apache-2.0",
+        f"{height}x{width}",
+        params,
+        gflops,
+        len(data) / 1e6,
+        checkpoint_sha256(data),
+    )
 
 
 def installed_models() -> list[ModelInfo]:
     """Every network the stages can name, zoo first, with what is known about each."""
-    return [*(_zoo_info(name) for name in NETWORKS), _detposenet_info("stage1"),
-            _detposenet_info("refiner")]
+    return [
+        *(_zoo_info(name) for name in NETWORKS),
+        _detposenet_info("stage1"),
+        _detposenet_info("refiner"),
+    ]

@@ -8,10 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.codecs.affine import box_to_affine, warp_crops
 from model.codecs.coords import crop_heatmap_to_image, normalised_yx_to_pixels
 from model.codecs.heatmaps import decode_heatmaps, flip_heatmaps_back
-from model.codecs.image import image_to_float_tensor, make_refiner_crops
+from model.codecs.image import cut_crops, make_refiner_crops
 from model.inference.devices import autocast
 from model.inference.weights import LoadedModel
 from model.keypoints import FLIP_PAIRS, NUM_KEYPOINTS, flip_permutation
@@ -95,7 +94,6 @@ class PoseRefinerModel:
         out[:, :, 2] = np.clip(_numpy(maxvals), 0.0, 1.0)
         return out
 
-
     def _refine_zoo(
         self, images_rgb: list[np.ndarray], image_index: np.ndarray, boxes: np.ndarray
     ) -> np.ndarray:
@@ -103,14 +101,9 @@ class PoseRefinerModel:
         heads, the flip test averaging the mirrored pass's unmirrored keypoints."""
         zoo: ZooModel = self.loaded.config
         size = zoo.network.input_size
-        affines = box_to_affine(boxes, (size, size), padding=ZOO_CROP_PADDING)
-        used = set(image_index.tolist())
-        tensors = [
-            image_to_float_tensor(img, self.device) if i in used
-            else torch.zeros((3, 1, 1), device=self.device)
-            for i, img in enumerate(images_rgb)
-        ]
-        crops = warp_crops(tensors, image_index, affines, (size, size))
+        crops, affines = cut_crops(
+            images_rgb, image_index, boxes, (size, size), ZOO_CROP_PADDING, self.device
+        )
         kpts = self._zoo_keypoints(crops)
         if self.flip_test:
             mirrored = self._zoo_keypoints(torch.flip(crops, dims=[3]))[:, FLIP_PERMUTATION]
@@ -127,13 +120,20 @@ class PoseRefinerModel:
         heads = zoo.network.outputs
         with autocast(self.device):
             out = self.loaded.net(crops)
-        decoded = decode_single_pose(
-            out[heads["centre"]].float(), out[heads["heatmaps"]].float(),
-            out[heads["regress"]].float(), out[heads["offsets"]].float(),
-            zoo.decode["centre_weight"].to(self.device)[..., 0],
-            float(zoo.decode["distance_bias"]),
-            zoo.decode["cell_to_normalised"],
-        ).cpu().numpy().astype(np.float64)
+        decoded = (
+            decode_single_pose(
+                out[heads["centre"]].float(),
+                out[heads["heatmaps"]].float(),
+                out[heads["regress"]].float(),
+                out[heads["offsets"]].float(),
+                zoo.decode["centre_weight"].to(self.device)[..., 0],
+                float(zoo.decode["distance_bias"]),
+                zoo.decode["cell_to_normalised"],
+            )
+            .cpu()
+            .numpy()
+            .astype(np.float64)
+        )
         size = zoo.network.input_size
         kpts = np.zeros(decoded.shape, np.float64)
         kpts[..., :2] = normalised_yx_to_pixels(decoded[..., :2], (size, size))

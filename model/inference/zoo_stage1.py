@@ -13,7 +13,7 @@ import torch
 
 from model.codecs.boxes import clip_boxes
 from model.codecs.coords import letterbox_to_image, normalised_yx_to_pixels
-from model.codecs.image import letterbox
+from model.codecs.image import images_to_float_nchw, letterbox
 from model.inference.devices import autocast
 from model.inference.weights import LoadedModel
 from model.types import CoarseProposals
@@ -23,17 +23,14 @@ from model.zoo.decode import decode_multi_pose
 MULTIPOSE_HEADS = ("centre", "box_scale", "box_offset", "heatmaps", "regress", "offsets")
 
 
-def images_to_float_nchw(images_uint8: np.ndarray, device: torch.device) -> torch.Tensor:
-    """``[B, H, W, 3]`` uint8 → ``[B, 3, H, W]`` float32 in ``0..255`` (the zoo networks
-    normalise inside their graphs)."""
-    return torch.from_numpy(np.ascontiguousarray(images_uint8)).to(device).permute(0, 3, 1, 2).float()
-
-
 class ZooCoarsePoseModel:
     """Stage 1 on a batch of images with MoveNet MultiPose: proposals and coarse poses."""
 
     def __init__(
-        self, loaded: LoadedModel, device: torch.device, proposals_per_image: int,
+        self,
+        loaded: LoadedModel,
+        device: torch.device,
+        proposals_per_image: int,
         input_size: int | None,
     ) -> None:
         self.loaded = loaded
@@ -70,14 +67,5 @@ class ZooCoarsePoseModel:
                 normalised_yx_to_pixels(keypoints[..., :2], (size, size)), scale
             )
             poses[..., 2] = keypoints[..., 2]
-            empty = CoarseProposals.empty()
-            results.append(
-                CoarseProposals(
-                    boxes_xyxy=boxes.astype(np.float32),
-                    box_scores=scores,
-                    peaks_xys=empty.peaks_xys,
-                    limb_scores=empty.limb_scores,
-                    poses_xys=poses,
-                )
-            )
+            results.append(CoarseProposals.grouped(boxes.astype(np.float32), scores, poses))
         return results

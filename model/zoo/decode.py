@@ -173,8 +173,10 @@ def decode_multi_pose(
         -((ys - ry) ** 2 + (xs - rx) ** 2) / (min(height, width) * MULTIPOSE_GAUSSIAN_SCALE)
     )  # [B, K, 17, H, W]
     inside = (
-        (ys >= low[..., 0, None, None]) & (ys < high[..., 0, None, None])
-        & (xs >= low[..., 1, None, None]) & (xs < high[..., 1, None, None])
+        (ys >= low[..., 0, None, None])
+        & (ys < high[..., 0, None, None])
+        & (xs >= low[..., 1, None, None])
+        & (xs < high[..., 1, None, None])
     )  # [B, K, H, W]
     weighted = torch.sigmoid(heatmap_logits)[:, None] * weight * inside[:, :, None]
     best_cell = weighted.flatten(3).argmax(dim=3)  # [B, K, 17]

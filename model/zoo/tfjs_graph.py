@@ -24,12 +24,40 @@ _MANIFEST_DTYPES = {"float32": np.float32, "int32": np.int32, "bool": np.bool_}
 _QUANTISED = {"float16": np.float16, "uint8": np.uint8, "uint16": np.uint16}
 # Attributes that describe dtypes or shapes for TF's own checks; the importer needs none.
 _IGNORED_ATTRS = frozenset(
-    {"T", "dtype", "_output_shapes", "Tidx", "Tshape", "Index", "Tpaddings", "DstT", "SrcT",
-     "Truncate", "TI", "num_args", "N", "Tindices", "Tparams", "Tdim", "Taxis", "out_type",
-     "Tmultiples", "index_type", "output_type", "use_cudnn_on_gpu", "epsilon", "data_format",
-     "explicit_paddings", "_grappler_ArithmeticOptimizer_MinimizeBroadcasts",
-     "_grappler_ArithmeticOptimizer_AddOpsRewriteStage", "incompatible_shape_error",
-     "Tlen", "num_split", "value", "shape"}
+    {
+        "T",
+        "dtype",
+        "_output_shapes",
+        "Tidx",
+        "Tshape",
+        "Index",
+        "Tpaddings",
+        "DstT",
+        "SrcT",
+        "Truncate",
+        "TI",
+        "num_args",
+        "N",
+        "Tindices",
+        "Tparams",
+        "Tdim",
+        "Taxis",
+        "out_type",
+        "Tmultiples",
+        "index_type",
+        "output_type",
+        "use_cudnn_on_gpu",
+        "epsilon",
+        "data_format",
+        "explicit_paddings",
+        "_grappler_ArithmeticOptimizer_MinimizeBroadcasts",
+        "_grappler_ArithmeticOptimizer_AddOpsRewriteStage",
+        "incompatible_shape_error",
+        "Tlen",
+        "num_split",
+        "value",
+        "shape",
+    }
 )
 
 
@@ -145,9 +173,7 @@ def _node_name(tensor_ref: str) -> str:
     return tensor_ref.lstrip("^").split(":")[0]
 
 
-def read_graph(
-    model_json: Path, input_name: str, output_names: tuple[str, ...]
-) -> GraphSpec:
+def read_graph(model_json: Path, input_name: str, output_names: tuple[str, ...]) -> GraphSpec:
     """The nodes of ``model_json`` needed to compute ``output_names`` from ``input_name``.
 
     ``input_name`` may be any node: the graph is cut there and the node's output becomes

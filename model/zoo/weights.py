@@ -54,8 +54,10 @@ def convert_network(network: ZooNetwork, package_dir: Path) -> dict[str, Any]:
     graph = read_graph(model_json, network.input_node, tuple(network.outputs.values()))
     manifest = json.loads(model_json.read_text())["weightsManifest"]
     all_weights = read_weights(model_json.parent, manifest)
-    decode = {key: torch.from_numpy(all_weights[node].copy()) for key, node in
-              network.decode_consts.items()}
+    decode = {
+        key: torch.from_numpy(all_weights[node].copy())
+        for key, node in network.decode_consts.items()
+    }
     bins = sorted({path for group in manifest for path in group["paths"]})
     record = {
         "package": PACKAGE,
@@ -107,7 +109,9 @@ def zoo_model_from_bytes(data: bytes, name: str, expected_network: str) -> ZooMo
             f"{expected_network!r} (DetPoseNet checkpoints need `model: detposenet`)"
         )
     payload = parse_checkpoint_bytes(
-        data, name, required=("format", "kind", "network", "graph", "decode", "record"),
+        data,
+        name,
+        required=("format", "kind", "network", "graph", "decode", "record"),
         expected_format=ZOO_FORMAT,
     )
     if payload["network"] != expected_network:

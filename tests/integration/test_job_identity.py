@@ -108,7 +108,11 @@ def test_checkpoint_is_read_with_the_specs_storage_not_the_environments(
     stats = run(spec)
     assert stats.images_ok == 1
     assert stats.weights["refiner"] == f"s3://{s3_bucket}/ckpt/refiner.pt"
-    bundled = run(JobSpec.parse({**spec.model_dump(mode="json"), "job_id": "ckpt2", "refiner": {"model": "detposenet"}}))
+    bundled = run(
+        JobSpec.parse(
+            {**spec.model_dump(mode="json"), "job_id": "ckpt2", "refiner": {"model": "detposenet"}}
+        )
+    )
     assert bundled.weights["refiner"] == "bundled:refiner_tiny.pt"
     # Same bytes as the bundled refiner: same fingerprint whatever the path.
     assert bundled.runs[0].fingerprint["weights"] == stats.runs[0].fingerprint["weights"]

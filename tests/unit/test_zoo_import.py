@@ -57,20 +57,36 @@ def _write_tfjs_model(tmp_path, kernel_hwio: np.ndarray, mean: np.ndarray) -> No
         {"name": "mean", "op": "Const", "attr": {}},
         {"name": "kernel", "op": "Const", "attr": {}},
         {"name": "centred", "op": "Sub", "input": ["image", "mean"], "attr": {}},
-        {"name": "conv", "op": "Conv2D", "input": ["centred", "kernel"], "attr": {
-            "strides": {"list": {"i": ["1", "1", "1", "1"]}},
-            "padding": {"s": "U0FNRQ=="},  # "SAME"
-            "dilations": {"list": {"i": ["1", "1", "1", "1"]}},
-        }},
+        {
+            "name": "conv",
+            "op": "Conv2D",
+            "input": ["centred", "kernel"],
+            "attr": {
+                "strides": {"list": {"i": ["1", "1", "1", "1"]}},
+                "padding": {"s": "U0FNRQ=="},  # "SAME"
+                "dilations": {"list": {"i": ["1", "1", "1", "1"]}},
+            },
+        },
     ]
-    manifest = [{"paths": ["m.bin"], "weights": [
-        {"name": "mean", "shape": list(mean.shape), "dtype": "float32"},
-        {"name": "kernel", "shape": list(kernel_hwio.shape), "dtype": "float32",
-         "quantization": {"dtype": "float16", "original_dtype": "float32"}},
-    ]}]
-    (tmp_path / "m.json").write_text(json.dumps(
-        {"format": "graph-model", "modelTopology": {"node": nodes}, "weightsManifest": manifest}
-    ))
+    manifest = [
+        {
+            "paths": ["m.bin"],
+            "weights": [
+                {"name": "mean", "shape": list(mean.shape), "dtype": "float32"},
+                {
+                    "name": "kernel",
+                    "shape": list(kernel_hwio.shape),
+                    "dtype": "float32",
+                    "quantization": {"dtype": "float16", "original_dtype": "float32"},
+                },
+            ],
+        }
+    ]
+    (tmp_path / "m.json").write_text(
+        json.dumps(
+            {"format": "graph-model", "modelTopology": {"node": nodes}, "weightsManifest": manifest}
+        )
+    )
     data = mean.astype("<f4").tobytes() + kernel_hwio.astype("<f2").tobytes()
     (tmp_path / "m.bin").write_bytes(data)
 
@@ -141,8 +157,13 @@ def test_single_pose_decoding_snaps_regressed_keypoints_to_heatmap_peaks():
     heads["regress"][0, 10, 8, 7], heads["regress"][0, 11, 8, 7] = -3.5, 1.5  # → (4.5, 8.5)
     heads["offsets"][0, 10, 4, 9], heads["offsets"][0, 11, 4, 9] = 0.25, -0.5
     out = decode_single_pose(
-        heads["centre"], heads["heatmaps"], heads["regress"], heads["offsets"],
-        torch.ones(h, w), 1.8, torch.tensor([1 / h, 1 / w]),
+        heads["centre"],
+        heads["heatmaps"],
+        heads["regress"],
+        heads["offsets"],
+        torch.ones(h, w),
+        1.8,
+        torch.tensor([1 / h, 1 / w]),
     )
     y, x, score = out[0, 5].tolist()
     assert (y, x) == pytest.approx(((4 + 0.25) / h, (9 - 0.5) / w))
@@ -151,8 +172,18 @@ def test_single_pose_decoding_snaps_regressed_keypoints_to_heatmap_peaks():
 
 def test_multi_pose_decoding_gives_each_centre_its_box_and_keypoints():
     h = w = 32
-    heads = _heads(h, w, {"centre": 1, "box_scale": 2, "box_offset": 2, "heatmaps": 17,
-                          "regress": 34, "offsets": 34})
+    heads = _heads(
+        h,
+        w,
+        {
+            "centre": 1,
+            "box_scale": 2,
+            "box_offset": 2,
+            "heatmaps": 17,
+            "regress": 34,
+            "offsets": 34,
+        },
+    )
     heads["centre"][:] = -10.0
     heads["heatmaps"][:] = -10.0
     for (cy, cx), (ky, kx) in {(8, 8): (4, 6), (20, 24): (17, 26)}.items():

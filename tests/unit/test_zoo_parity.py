@@ -82,15 +82,24 @@ def test_batched_decoding_matches_the_graphs_own_tail(imported):
     heads = {head: outputs[node] for head, node in zoo.network.outputs.items()}
     if zoo.network.role == "single_pose":
         decoded = decode_single_pose(
-            heads["centre"], heads["heatmaps"], heads["regress"], heads["offsets"],
-            zoo.decode["centre_weight"][..., 0], float(zoo.decode["distance_bias"]),
+            heads["centre"],
+            heads["heatmaps"],
+            heads["regress"],
+            heads["offsets"],
+            zoo.decode["centre_weight"][..., 0],
+            float(zoo.decode["distance_bias"]),
             zoo.decode["cell_to_normalised"],
         )  # [1, 17, 3] (y, x, score) as the graph's [1, 1, 17, 3]
         ours = decoded.reshape(-1)
     else:
         out = decode_multi_pose(
-            heads["centre"], heads["box_scale"], heads["box_offset"], heads["heatmaps"],
-            heads["regress"], heads["offsets"], MULTIPOSE_GRAPH_INSTANCES,
+            heads["centre"],
+            heads["box_scale"],
+            heads["box_offset"],
+            heads["heatmaps"],
+            heads["regress"],
+            heads["offsets"],
+            MULTIPOSE_GRAPH_INSTANCES,
         )  # the graph's rows: 17 x (y, x, score), box (y1, x1, y2, x2), score
         keypoints = out["keypoints"].reshape(1, MULTIPOSE_GRAPH_INSTANCES, -1)
         ours = torch.cat([keypoints, out["boxes"], out["scores"][..., None]], -1).reshape(-1)

@@ -22,8 +22,11 @@ def annotated_people():
     data = json.loads((SAMPLE / "annotations.json").read_text())
     image_info = data["images"][0]
     image = np.asarray(Image.open(SAMPLE / "images" / image_info["file_name"]).convert("RGB"))
-    people = [a for a in data["annotations"]
-              if a["image_id"] == image_info["id"] and a["num_keypoints"] >= 10]
+    people = [
+        a
+        for a in data["annotations"]
+        if a["image_id"] == image_info["id"] and a["num_keypoints"] >= 10
+    ]
     assert people
     boxes = xywh_to_xyxy(np.array([p["bbox"] for p in people], np.float64))
     truth = np.array([p["keypoints"] for p in people], np.float64).reshape(len(people), 17, 3)

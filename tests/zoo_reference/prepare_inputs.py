@@ -29,8 +29,11 @@ PHOTOS = {
     "single_pose": ROOT / "tests/data/coco_sample/images/000000000785.jpg",
 }
 # Node names of the graphs' raw inputs and dtypes (before the cut DetPose makes).
-GRAPH_INPUTS = {"movenet-multipose": "input", "movenet-thunder": "input",
-                "movenet-lightning": "input"}
+GRAPH_INPUTS = {
+    "movenet-multipose": "input",
+    "movenet-thunder": "input",
+    "movenet-lightning": "input",
+}
 
 
 def main(package_dir: Path, out_dir: Path) -> None:
@@ -41,15 +44,17 @@ def main(package_dir: Path, out_dir: Path) -> None:
         square, _ = letterbox(photo, network.input_size)
         input_path = out_dir / f"{name}.input.bin"
         input_path.write_bytes(square[None].tobytes())
-        requests.append({
-            "model": name,
-            "input": str(input_path),
-            "input_node": GRAPH_INPUTS[name],
-            "input_shape": [1, network.input_size, network.input_size, 3],
-            "input_dtype": "int32",
-            "nodes": [*network.outputs.values(), *network.reference_nodes],
-            "output": name,
-        })
+        requests.append(
+            {
+                "model": name,
+                "input": str(input_path),
+                "input_node": GRAPH_INPUTS[name],
+                "input_shape": [1, network.input_size, network.input_size, 3],
+                "input_dtype": "int32",
+                "nodes": [*network.outputs.values(), *network.reference_nodes],
+                "output": name,
+            }
+        )
     spec = {"package_dir": str(package_dir), "out_dir": str(out_dir), "requests": requests}
     (out_dir / "requests.json").write_text(json.dumps(spec, indent=1) + "\n")
 
