@@ -53,7 +53,13 @@ class CoarseStage:
         self.grouped = spec.stage1.model != DETPOSENET
         self.model: CoarsePoseModel | ZooCoarsePoseModel
         if self.grouped:
-            self.model = ZooCoarsePoseModel(loaded, device, self.proposals, spec.stage1.input_size)
+            self.model = ZooCoarsePoseModel(
+                loaded,
+                device,
+                self.proposals,
+                spec.stage1.input_size,
+                spec.filter.box_score_threshold,
+            )
         else:
             self.model = CoarsePoseModel(
                 loaded, device, self.proposals, self.peaks, spec.filter.keypoint_score_threshold

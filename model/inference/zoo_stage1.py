@@ -32,10 +32,14 @@ class ZooCoarsePoseModel:
         device: torch.device,
         proposals_per_image: int,
         input_size: int | None,
+        min_score: float = 0.0,
     ) -> None:
         self.loaded = loaded
         self.device = device
         self.top_k = proposals_per_image
+        # Proposals scoring below this are dropped by the filter; an instance never scores
+        # above its centre, so centres below it are not decoded (they come out all zeros).
+        self.min_score = min_score
         self.input_size = input_size or loaded.config.network.input_size
 
     @torch.inference_mode()
@@ -54,7 +58,7 @@ class ZooCoarsePoseModel:
         for i, (image, (_, scale)) in enumerate(zip(images_rgb, boxed, strict=True)):
             # One image at a time: the decoding's working set is K x 17 x H x W.
             decoded = decode_multi_pose(
-                *(maps[key][i : i + 1] for key in MULTIPOSE_HEADS), self.top_k
+                *(maps[key][i : i + 1] for key in MULTIPOSE_HEADS), self.top_k, self.min_score
             )
             keypoints = decoded["keypoints"][0].cpu().numpy().astype(np.float64)
             boxes_yx = decoded["boxes"][0].cpu().numpy().astype(np.float64)

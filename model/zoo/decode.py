@@ -133,13 +133,16 @@ def decode_multi_pose(
     regress: torch.Tensor,
     offsets: torch.Tensor,
     max_instances: int,
+    min_centre_score: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """MoveNet MultiPose decoding for a batch of images, ``max_instances`` people each.
 
     Instances are the highest centre-heatmap peaks, without any box NMS. Each has a box
     (size and offset regressed at its centre) and 17 keypoints regressed from its centre,
     each moved to the heatmap cell with the highest Gaussian-weighted heat inside the box.
-    With ``max_instances=6`` this is exactly the model's own single-image tail.
+    With ``max_instances=6`` this is exactly the model's own single-image tail (on images with
+    at least 6 centre peaks; cells that are no peak, and centres scoring below
+    ``min_centre_score``, become all-zero instances here).
 
     Returns:
         ``keypoints`` ``[B, K, 17, 3]`` (y, x normalised; score), ``boxes`` ``[B, K, 4]``
@@ -152,7 +155,12 @@ def decode_multi_pose(
     peaks = centre * ((centre - pooled).abs() < MULTIPOSE_PEAK_TOLERANCE)
     # Stable sort: ties go to the lower cell index, as TF's TopK does.
     order = torch.sort(peaks.flatten(1), dim=1, descending=True, stable=True)
-    k = min(max_instances, height * width)
+    wanted = min(max_instances, height * width)
+    # Cells that are no peak at all score exactly 0, and an instance never scores above its
+    # centre: decoding centres scoring 0 or below ``min_centre_score`` is wasted work (the
+    # K x 17 x H x W weighting dominates the cost), so they become all-zero instances.
+    kept = (order.values[:, :wanted] > 0) & (order.values[:, :wanted] >= min_centre_score)
+    k = max(1, min(wanted, int(kept.sum(dim=1).max())))
     centre_scores, cell = order.values[:, :k], order.indices[:, :k]  # [B, K]
     cy = torch.div(cell, width, rounding_mode="floor")
     cx = cell - cy * width
@@ -194,9 +202,18 @@ def decode_multi_pose(
     counted = score > MULTIPOSE_KEYPOINT_THRESHOLD
     mean_score = torch.where(counted, score, 0).sum(-1) / counted.sum(-1).clamp(min=1)
     boxes = torch.cat([low / limits, high / limits], dim=-1).clamp(0.0, 1.0)
-    return {
+    decoded = {
         "keypoints": torch.stack([y, x, score], dim=-1),
         "boxes": boxes,
         "centre_scores": centre_scores,
         "scores": centre_scores * mean_score,
     }
+    return {key: _pad_instances(value, wanted) for key, value in decoded.items()}
+
+
+def _pad_instances(values: torch.Tensor, count: int) -> torch.Tensor:
+    """``[B, K, ...]`` → ``[B, count, ...]``, the added instances all zeros."""
+    missing = count - values.shape[1]
+    if missing <= 0:
+        return values
+    return torch.cat([values, values.new_zeros((values.shape[0], missing, *values.shape[2:]))], 1)
