@@ -27,8 +27,13 @@ SESSION_TOKEN = "FwoGZXIvYXdzEXAMPLESESSIONTOKEN0123456789"
 def test_ctrl_c_exits_130_with_a_resume_hint_and_the_rerun_completes(tmp_path):
     images = tmp_path / "images"
     write_images(images, 60)
+    # DetPoseNet's small demo networks: the test is about Ctrl-C, and with them the job is
+    # still running when its first part file appears (the zoo's can finish 60 images first).
     spec = write_job_spec(
-        tmp_path, "intr", images, "stage1: {batch_size: 2}\nrefiner: {batch_size: 2}\n"
+        tmp_path,
+        "intr",
+        images,
+        "stage1: {batch_size: 2, model: detposenet}\nrefiner: {batch_size: 2, model: detposenet}\n",
     )
     args = ("run", "--spec", str(spec), "--no-progress-timeout", "300")
     proc = subprocess.Popen(
