@@ -172,19 +172,31 @@ class ImportedGraphNet(nn.Module):
             buffer = _to_nchw_operand(value.float()) if value.is_floating_point() else value
             self.register_buffer(f"c{i}", buffer, persistent=False)
             self._const_keys[name] = f"c{i}"
+        # After each node, the values no later node reads: dropped as the pass goes, so a
+        # forward pass holds only live activations, not every layer's.
+        last_use = {
+            ref.split(":")[0]: i for i, node in enumerate(graph.nodes) for ref in node.inputs
+        }
+        produced = {node.name for node in graph.nodes} | {graph.input_name}
+        self._dead_after: list[list[str]] = [[] for _ in graph.nodes]
+        for name, i in last_use.items():
+            if name in produced and name not in graph.output_names:
+                self._dead_after[i].append(name)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         values: dict[str, Value] = {self.graph.input_name: x}
         for name, key in self._const_keys.items():
             values[name] = getattr(self, key)
-        for node in self.graph.nodes:
+        for node, dead in zip(self.graph.nodes, self._dead_after, strict=True):
             if node.name in self._conv_of:
                 values[node.name] = self.convs[self._conv_of[node.name]](
                     values[node.inputs[0].split(":")[0]]
                 )
-                continue
-            args = [values[ref.split(":")[0]] for ref in node.inputs]
-            values[node.name] = _OPS[node.op](node, args)
+            else:
+                args = [values[ref.split(":")[0]] for ref in node.inputs]
+                values[node.name] = _OPS[node.op](node, args)
+            for name in dead:
+                del values[name]
         return {name: values[name] for name in self.graph.output_names}  # type: ignore[misc]
 
 
