@@ -139,5 +139,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     record = eval_record(benchmark, reports, weights, extra, started)
     write_json(join_uri(args.output, "eval.json"), record, spec.storage)
     print(format_table(reports))
+    for mode, report in reports.items():
+        if report["images_ok"] < report["images"]:
+            # Scores over fewer images than asked for must not pass unnoticed.
+            print(
+                f"WARNING: {mode}: {report['images'] - report['images_ok']} of "
+                f"{report['images']} images are error rows ({report['errors_by_kind']}); "
+                f"their messages are in {join_uri(args.output, 'rows')}",
+                file=sys.stderr,
+            )
     print(f"detpose: evaluation in {join_uri(args.output, 'eval.json')}", file=sys.stderr)
     return 0

@@ -46,7 +46,7 @@ from pipeline.tasks import GIVEN_BOXES_MODE, filter_batch_per_mode, given_boxes_
 from schemas.output import COUNT_FIELDS, EVAL_ROW_SCHEMA, STATUS_OK, StageStats
 from schemas.spec import JobSpec, StorageSpec, join_uri
 
-_ROW_COLUMNS = ["uri", "status", "persons", "counts", "filter_mode"]
+_ROW_COLUMNS = ["uri", "status", "error_kind", "persons", "counts", "filter_mode"]
 
 
 @dataclass(frozen=True)
@@ -214,6 +214,9 @@ def mode_report(rows: pa.Table, benchmark: Benchmark, gt: Any) -> tuple[dict[str
         **({"keypoints_by_crowd": scores.by_crowd} if scores.by_crowd else {}),
         "images": rows.num_rows,
         "images_ok": int(pc.sum(pc.equal(rows.column("status"), STATUS_OK)).as_py() or 0),
+        "errors_by_kind": dict(
+            sorted(Counter(k for k in rows.column("error_kind").to_pylist() if k).items())
+        ),
         "persons": len(keypoints),
         "ground_truth_persons": gt_persons,
         "refinement_runs_per_person": totals["refinement_runs"] / gt_persons if gt_persons else 0.0,

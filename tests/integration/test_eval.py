@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 
 import pytest
 from pycocotools.coco import COCO
@@ -140,3 +141,20 @@ def test_a_coco_export_of_a_job_scores_what_eval_reports(tmp_path):
     path.write_text(json.dumps(as_results))
     stats = pycocotools_ap(data / "annotations.json", path)
     assert stats[0] == pytest.approx(record["modes"]["coarse"]["keypoints"]["AP"], abs=1e-9)
+
+
+def test_images_that_fail_are_counted_and_warned_about_not_scored_silently(tmp_path):
+    images = tmp_path / "images"
+    shutil.copytree(DATA / "ochuman_sample" / "images", images)
+    broken = sorted(images.iterdir())[0]
+    broken.write_bytes(b"not a jpeg")
+    out = tmp_path / "eval"
+    result = run_cli(
+        "eval", "--annotations", str(DATA / "ochuman_sample" / "annotations.json"),
+        "--images", str(images), "--gt-boxes", "--output", str(out), cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (report,) = json.loads((out / "eval.json").read_text())["modes"].values()
+    assert (report["images"], report["images_ok"]) == (3, 2)
+    assert report["errors_by_kind"] == {"unreadable": 1}
+    assert "WARNING: given: 1 of 3 images are error rows ({'unreadable': 1})" in result.stderr
