@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,8 +47,6 @@ def _sha256_file(path: Path) -> str:
 
 def convert_network(network: ZooNetwork, package_dir: Path) -> dict[str, Any]:
     """The checkpoint payload of ``network``, read from an unpacked npm package."""
-    import json
-
     model_json = package_dir / "models" / f"{network.name}.json"
     if not model_json.exists():
         raise CheckpointError(f"{model_json}: not found; is {package_dir} the unpacked {PACKAGE}?")
