@@ -24,11 +24,15 @@ SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 SESSION_TOKEN = "FwoGZXIvYXdzEXAMPLESESSIONTOKEN0123456789"
 
 
+IMAGES = 300
+
+
 def test_ctrl_c_exits_130_with_a_resume_hint_and_the_rerun_completes(tmp_path):
     images = tmp_path / "images"
-    write_images(images, 60)
-    # DetPoseNet's small demo networks: the test is about Ctrl-C, and with them the job is
-    # still running when its first part file appears (the zoo's can finish 60 images first).
+    # Enough images that the job is still running when its first part file appears: under a
+    # loaded machine 60 could all be written in one burst before the interrupt lands.
+    write_images(images, IMAGES)
+    # DetPoseNet's small demo networks: the test is about Ctrl-C, not the models.
     spec = write_job_spec(
         tmp_path,
         "intr",
@@ -60,7 +64,7 @@ def test_ctrl_c_exits_130_with_a_resume_hint_and_the_rerun_completes(tmp_path):
     rerun = run_cli(*args, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     stats = json.loads((tmp_path / "out" / "intr" / "stats.json").read_text())
-    assert stats["images_in"] == stats["images_ok"] == 60
+    assert stats["images_in"] == stats["images_ok"] == IMAGES
     assert not [w for w in stats["warnings"] if w.startswith("[internal]")]
 
 
