@@ -164,6 +164,26 @@ def read_checkpoint_bytes(
         raise CheckpointError(f"{name}: cannot read checkpoint ({reason})") from exc
 
 
+def require_keys(
+    payload: Mapping[str, Any],
+    name: str,
+    required: tuple[str, ...],
+    expected_format: int | str | None,
+) -> None:
+    """Refuse a checkpoint dict lacking ``required`` keys or of another format (``None``: any).
+
+    Raises:
+        CheckpointError: naming the file and the missing keys or the format.
+    """
+    missing = [k for k in required if k not in payload]
+    if missing:
+        raise CheckpointError(f"{name}: not a DetPose checkpoint, missing keys {missing}")
+    if expected_format is not None and payload["format"] != expected_format:
+        raise CheckpointError(
+            f"{name}: checkpoint format {payload['format']!r}; expected {expected_format!r} here"
+        )
+
+
 def parse_checkpoint_bytes(
     data: bytes,
     name: str,
@@ -189,13 +209,7 @@ def parse_checkpoint_bytes(
         raise CheckpointError(
             f"{name}: refused; holds a {type(payload).__name__}, expected a checkpoint dict"
         )
-    missing = [k for k in required if k not in payload]
-    if missing:
-        raise CheckpointError(f"{name}: not a DetPose checkpoint, missing keys {missing}")
-    if expected_format is not None and payload["format"] != expected_format:
-        raise CheckpointError(
-            f"{name}: checkpoint format {payload['format']!r}; expected {expected_format!r} here"
-        )
+    require_keys(payload, name, required, expected_format)
     kind = payload["kind"]
     retired = _RETIRED_CONFIG_FIELDS.get(kind, ()) if isinstance(kind, str) else ()
     if retired and isinstance(payload["config"], dict):

@@ -22,7 +22,12 @@ from typing import Any
 
 import torch
 
-from model.checkpoint import CheckpointError, check_primitives, parse_checkpoint_bytes
+from model.checkpoint import (
+    CheckpointError,
+    check_primitives,
+    parse_checkpoint_bytes,
+    require_keys,
+)
 from model.nets.imported import ImportedGraphNet
 from model.zoo.catalog import NETWORKS, PACKAGE, PACKAGE_LICENCE, PACKAGE_VERSION, ZooNetwork
 from model.zoo.tfjs_graph import GraphSpec, read_graph, read_weights
@@ -107,11 +112,8 @@ def zoo_model_from_bytes(data: bytes, name: str, expected_network: str) -> ZooMo
             f"{name}: holds a {payload['kind']!r} checkpoint of DetPoseNet, not the zoo network "
             f"{expected_network!r} (DetPoseNet checkpoints need `model: detposenet`)"
         )
-    payload = parse_checkpoint_bytes(
-        data,
-        name,
-        required=("format", "kind", "network", "graph", "decode", "record"),
-        expected_format=ZOO_FORMAT,
+    require_keys(
+        payload, name, ("format", "kind", "network", "graph", "decode", "record"), ZOO_FORMAT
     )
     if payload["network"] != expected_network:
         raise CheckpointError(
