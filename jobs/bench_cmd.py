@@ -1,10 +1,15 @@
 """``detpose bench``: measured numbers for the README, written to ``bench/results.json``.
 
-Two benchmarks:
 - the filter micro-benchmark (stage 2 alone, per image, every mode);
-- the streaming job: throughput, per-stage busy time and peak memory (driver plus every
-  Ray process, as proportional set size) for growing corpora made from the bundled sample
-  photos. Flat peak memory as the corpus grows is what "streaming" means.
+- the streaming job against a plain single-process loop on the same images, models,
+  batch sizes and machine (``pipeline/plain_loop.py``): whole-job and steady-state
+  throughput, peak memory (driver plus every Ray process, as PSS) and CPU seconds by role;
+- the forward-only ceiling of each model stage, and how close the job comes to it;
+- the arithmetic variants of each network (layout, precision, compilation), which chose
+  the defaults of ``model/inference/devices.py``.
+
+Two model sets: the defaults (zoo MoveNet) and ``paper``-size DetPoseNet (random weights
+in checkpoints written for the run: its speed, not its poses, is what is measured).
 """
 
 from __future__ import annotations
@@ -17,18 +22,27 @@ import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from jobs.bench_filter import benchmark_filter
+from jobs.bench_probe import TreeProbe, describe_peaks, steady_rate
 
 DEFAULT_SIZES = (500, 2000)
+# paper-size DetPoseNet costs seconds per image on a CPU: a few images show its rate there.
+DEFAULT_PAPER_SIZES_CPU = (16,)
+DEFAULT_PAPER_SIZES_CUDA = (500, 2000)
+# Persons refined per image with paper-size DetPoseNet (random weights, filter 'none'):
+# the issue's reference load on a GPU, a small one on CPU.
+PAPER_PERSONS = {"cpu": 4, "cuda": 30}
 CORPUS_LONG_SIDE = 480
+MODEL_SETS = ("default", "paper")
 
 
 def sample_corpus(folder: Path, count: int, seed: int = 0) -> list[str]:
@@ -64,103 +78,81 @@ def sample_corpus(folder: Path, count: int, seed: int = 0) -> list[str]:
     return paths
 
 
-def _pss_bytes(proc: Any) -> tuple[int, int]:
-    """``(process, shared)`` proportional set sizes of one process, in bytes.
+@dataclass(frozen=True)
+class ModelSet:
+    """The spec fields of one model set, and its name in the results."""
 
-    PSS splits shared pages among their users, so the tree's sum counts each page once.
-    ``shared`` is shared memory (Ray's object store lives there); ``process`` is the rest
-    (heaps, libraries, model weights). Reads Linux's ``smaps_rollup``; elsewhere psutil.
-    """
-    rollup = Path(f"/proc/{proc.pid}/smaps_rollup")
-    if not rollup.exists():
-        return int(proc.memory_full_info().pss), 0
-    fields = {}
-    for line in rollup.read_text().splitlines():
-        name, _, rest = line.partition(":")
-        if name in ("Pss", "Pss_Shmem"):
-            fields[name] = int(rest.split()[0]) * 1024
-    shared = fields.get("Pss_Shmem", 0)
-    return fields.get("Pss", 0) - shared, shared
+    name: str
+    spec: dict[str, Any]
 
 
-class MemorySampler:
-    """Samples the summed PSS of a process tree every ``interval_s``; keeps the peaks."""
+def paper_model_set(folder: Path, device: str) -> ModelSet:
+    """``paper``-size DetPoseNet with random weights, saved as ordinary checkpoints."""
+    import torch
 
-    def __init__(self, root_pid: int, interval_s: float = 0.5) -> None:
-        import psutil
+    from model.checkpoint import build_model, save_checkpoint
+    from schemas.model import coarse_preset, refiner_preset
 
-        self._root = psutil.Process(root_pid)
-        self._interval = interval_s
-        self._stop = threading.Event()
-        self.peak_total = self.peak_process = self.peak_shared = 0
-        self.samples = 0
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _sample(self) -> tuple[int, int]:
-        import psutil
-
-        process = shared = 0
-        for proc in [self._root, *self._root.children(recursive=True)]:
-            try:
-                own, shm = _pss_bytes(proc)
-            except (psutil.NoSuchProcess, psutil.AccessDenied, OSError):
-                continue  # exited between the listing and the read
-            process, shared = process + own, shared + shm
-        return process, shared
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                process, shared = self._sample()
-            except Exception:
-                continue
-            self.peak_total = max(self.peak_total, process + shared)
-            self.peak_process = max(self.peak_process, process)
-            self.peak_shared = max(self.peak_shared, shared)
-            self.samples += 1
-
-    def __enter__(self) -> MemorySampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+    paths = {}
+    for kind, config in (("stage1", coarse_preset("paper")), ("refiner", refiner_preset("paper"))):
+        torch.manual_seed(0)
+        paths[kind] = folder / f"paper-{kind}.pt"
+        if not paths[kind].exists():
+            record = {"note": "random weights, for throughput benchmarks only"}
+            save_checkpoint(paths[kind], kind, build_model(kind, config), config, record)
+    persons = PAPER_PERSONS[device]
+    return ModelSet(
+        "paper",
+        {
+            "stage1": {"model": "detposenet", "checkpoint": str(paths["stage1"])},
+            "refiner": {"model": "detposenet", "checkpoint": str(paths["refiner"])},
+            "filter": {"mode": "none", "max_persons": persons},
+            "proposals_per_image": max(persons, 30),
+        },
+    )
 
 
-def run_streaming_job(
-    images: list[str], workdir: Path, job_id: str, num_cpus: int
-) -> dict[str, Any]:
-    """Run one job in a fresh process (its own local Ray) and sample its memory tree."""
-    manifest = workdir / f"{job_id}.txt"
-    manifest.write_text("\n".join(images) + "\n")
-    out = workdir / "out"
-    cmd = [
-        sys.executable, "-m", "jobs.cli", "run", "--manifest", str(manifest), "--output", str(out),
-        "--job-id", job_id, "--num-cpus", str(num_cpus), "--progress-interval", "30",
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+def _child_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+
+
+def _run_probed(cmd: list[str], rows_folder: Path | None) -> tuple[float, TreeProbe, str]:
+    """Run ``cmd`` in a child process under a ``TreeProbe``; ``(wall seconds, probe, output)``."""
     started = time.perf_counter()
     proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd, env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    with MemorySampler(proc.pid) as sampler:
+    with TreeProbe(proc.pid, rows_folder=rows_folder) as probe:
         output, _ = proc.communicate()
     wall = time.perf_counter() - started
     if proc.returncode != 0:
-        raise RuntimeError(f"benchmark job {job_id} failed:\n{output[-3000:]}")
+        raise RuntimeError(f"benchmark command failed: {' '.join(cmd)}\n{output[-3000:]}")
+    return wall, probe, output
+
+
+def run_streaming_job(
+    spec_path: Path, manifest: Path, out: Path, job_id: str, num_cpus: int
+) -> dict[str, Any]:
+    """One ``detpose run`` in a fresh process (its own local Ray), probed."""
+    cmd = [
+        sys.executable, "-m", "jobs.cli", "run", "--spec", str(spec_path), "--manifest",
+        str(manifest), "--output", str(out), "--job-id", job_id, "--num-cpus", str(num_cpus),
+        "--progress-interval", "30",
+    ]  # fmt: skip
+    wall, probe, _ = _run_probed(cmd, out / job_id / "annotations")
     stats = json.loads((out / job_id / "stats.json").read_text())
+    images = stats["images_this_run"]
+    runs = round(stats["refinement_runs_per_person"] * stats["persons"])
     return {
-        "images": len(images),
+        "images": images,
         "process_wall_s": round(wall, 2),
         "job_wall_s": round(stats["wall_s"], 2),
-        "images_per_s": round(stats["images_per_s"], 3),
-        "peak_pss_mib": round(sampler.peak_total / 2**20, 1),
-        "peak_process_pss_mib": round(sampler.peak_process / 2**20, 1),
-        "peak_shared_pss_mib": round(sampler.peak_shared / 2**20, 1),
-        "memory_samples": sampler.samples,
+        "images_per_s": round(images / wall, 3),
+        "steady_images_per_s": round(steady_rate(probe.rows_over_time, images), 3),
+        **describe_peaks(probe),
+        "cpu_s": probe.cpu_seconds(),
         "persons": stats["persons"],
-        "refinement_runs_per_person": round(stats["refinement_runs_per_person"], 3),
+        "refinement_runs": runs,
         "stages": [
             {
                 "name": s["name"],
@@ -173,43 +165,269 @@ def run_streaming_job(
     }
 
 
+def run_plain_loop(spec_path: Path, manifest: Path, out: Path) -> dict[str, Any]:
+    """The plain-loop baseline (``jobs/bench_loop.py``) in a fresh process, probed."""
+    result_path = out / "loop-result.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "jobs.bench_loop",
+        str(spec_path),
+        str(manifest),
+        str(out),
+        str(result_path),
+    ]
+    wall, probe, _ = _run_probed(cmd, None)
+    result = json.loads(result_path.read_text())
+    progress = [(t, n) for t, n in result["progress"]]
+    return {
+        "images_per_s": round(result["images"] / wall, 3),
+        "steady_images_per_s": round(steady_rate(progress, result["images"]), 3),
+        "process_wall_s": round(wall, 2),
+        "setup_s": result["setup_s"],
+        "seconds_by_step": result["seconds_by_step"],
+        "peak_pss_mib": describe_peaks(probe)["peak_pss_mib"],
+        "cpu_s": probe.cpu_seconds(),
+    }
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if b else None
+
+
+def compare_sizes(
+    model_set: ModelSet, images: list[str], sizes: list[int], workdir: Path, num_cpus: int
+) -> list[dict[str, Any]]:
+    """The streaming job and the plain loop on the first ``size`` images, for each size."""
+    entries = []
+    for size in sorted(sizes):
+        run_dir = workdir / f"{model_set.name}-{size}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        spec_path = run_dir / "spec.yaml"
+        spec_path.write_text(yaml.safe_dump({"output": str(run_dir / "out"), **model_set.spec}))
+        manifest = run_dir / "manifest.txt"
+        manifest.write_text("\n".join(images[:size]) + "\n")
+        print(
+            f"detpose bench: {model_set.name} models, {size} images: streaming job ...", flush=True
+        )
+        job = run_streaming_job(spec_path, manifest, run_dir / "out", f"bench-{size}", num_cpus)
+        print(f"detpose bench: {model_set.name} models, {size} images: plain loop ...", flush=True)
+        loop = run_plain_loop(spec_path, manifest, run_dir / "loop")
+        entries.append(
+            {
+                "models": model_set.name,
+                **job,
+                "plain_loop_images_per_s": loop["images_per_s"],
+                "plain_loop_steady_images_per_s": loop["steady_images_per_s"],
+                "vs_plain_loop": _ratio(job["images_per_s"], loop["images_per_s"]),
+                "steady_vs_plain_loop": _ratio(
+                    job["steady_images_per_s"], loop["steady_images_per_s"]
+                ),
+                "cpu_s_per_image": round(job["cpu_s"]["total"] / job["images"], 4),
+                "plain_loop_cpu_s_per_image": round(loop["cpu_s"]["total"] / job["images"], 4),
+                "plain_loop": loop,
+            }
+        )
+    smallest = entries[0]["peak_pss_mib"]
+    for entry in entries:
+        entry["peak_memory_ratio"] = _ratio(entry["peak_pss_mib"], smallest)
+    return entries
+
+
+def stage_ceilings(model_set: ModelSet, job: dict[str, Any], device: str) -> list[dict[str, Any]]:
+    """Forward-only ceiling of each model stage, in this process, and the job's share of it.
+
+    ``job``: the largest streaming entry of the model set. Stage 1's unit is an image; the
+    refiner's a person crop, its batch the job's mean crops per refiner batch.
+    """
+
+    from model.inference.devices import resolve_device, resolve_precision
+    from model.inference.throughput import forward_items_per_s, network_input_hw, random_batch
+    from model.inference.weights import load_stage_model
+    from pipeline.resources import max_crops_per_forward, resolved_batch_sizes
+    from schemas.spec import JobSpec
+
+    spec = JobSpec.parse({"inputs": ["/bench"], "output": "/bench", **model_set.spec})
+    torch_device = resolve_device(device)
+    on_gpu = torch_device.type == "cuda"
+    sizes = resolved_batch_sizes(spec, on_gpu)
+    dtype = resolve_precision(torch_device, spec.precision)
+    images = job["images"]
+    crops_per_image = job["refinement_runs"] / images
+    crops_batch = max(1, min(max_crops_per_forward(on_gpu), round(crops_per_image * sizes.refiner)))
+    out = []
+    for kind, stage, batch, per_image, unit in (
+        ("stage1", spec.stage1, sizes.stage1, 1.0, "images"),
+        ("refiner", spec.refiner, crops_batch, crops_per_image, "crops"),
+    ):
+        loaded = load_stage_model(kind, stage.checkpoint, torch_device, model=stage.model)
+        hw = network_input_hw(loaded, spec.stage1.input_size if kind == "stage1" else None)
+        ceiling = forward_items_per_s(
+            loaded.net, random_batch(batch, hw, torch_device), torch_device, dtype
+        )
+        job_rate = job["steady_images_per_s"] * per_image
+        busy = next(
+            (
+                s["busy_s"]
+                for s in job["stages"]
+                if ("Coarse" if kind == "stage1" else "Refine") in s["name"]
+            ),
+            0.0,
+        )
+        busy_rate = images * per_image / busy if busy else 0.0
+        out.append(
+            {
+                "models": model_set.name,
+                "stage": kind,
+                "network": stage.model,
+                "images": images,
+                "unit": unit,
+                "batch": batch,
+                "input_hw": list(hw),
+                "precision": str(dtype).replace("torch.", "") if dtype else "float32",
+                "ceiling_per_s": round(ceiling, 2),
+                "job_per_s": round(job_rate, 2),
+                "vs_ceiling": _ratio(job_rate, ceiling),
+                "busy_per_s": round(busy_rate, 2),
+                "busy_vs_ceiling": _ratio(busy_rate, ceiling),
+            }
+        )
+        del loaded
+    return out
+
+
+def arithmetic_variants(device: str, compile_networks: bool) -> list[dict[str, Any]]:
+    """Forward-only items/s of each default network in each layout and precision (and
+    compiled with ``torch.compile``): the measurements behind ``for_inference`` and
+    ``resolve_precision`` (``model/inference/devices.py``)."""
+    import torch
+
+    from model.inference.devices import resolve_device
+    from model.inference.throughput import forward_items_per_s, network_input_hw, random_batch
+    from model.inference.weights import load_stage_model
+    from pipeline.resources import AUTO_BATCH
+    from schemas.spec import JobSpec
+
+    spec = JobSpec.parse({"inputs": ["/bench"], "output": "/bench"})
+    torch_device = resolve_device(device)
+    low = torch.float16 if device == "cuda" else torch.bfloat16
+    variants = [
+        ("float32", False, None, False),
+        ("float32", True, None, False),
+        (str(low).replace("torch.", ""), True, low, False),
+    ]
+    if compile_networks:
+        variants.append((str(low).replace("torch.", ""), True, low, True))
+    out = []
+    for kind, stage in (("stage1", spec.stage1), ("refiner", spec.refiner)):
+        batch = AUTO_BATCH[device][kind] if kind == "stage1" else 16
+        for precision, channels_last, dtype, compiled in variants:
+            loaded = load_stage_model(kind, None, torch_device, model=stage.model)
+            net = loaded.net
+            if not channels_last:
+                net = net.to(memory_format=torch.contiguous_format)
+            hw = network_input_hw(loaded)
+            inputs = random_batch(batch, hw, torch_device, channels_last)
+            started = time.perf_counter()
+            if compiled:
+                net = torch.compile(net)
+            try:
+                rate = forward_items_per_s(net, inputs, torch_device, dtype)
+                error = ""
+            except Exception as exc:  # a compiler missing here is a result, not a crash
+                rate, error = 0.0, f"{type(exc).__name__}: {str(exc)[:200]}"
+            entry = {
+                "stage": kind,
+                "network": stage.model,
+                "batch": batch,
+                "precision": precision,
+                "channels_last": channels_last,
+                "compiled": compiled,
+                "items_per_s": round(rate, 2),
+                "seconds_incl_compile": round(time.perf_counter() - started, 1),
+            }
+            out.append({**entry, "error": error} if error else entry)
+            print(f"detpose bench: variant {entry}", flush=True)
+    return out
+
+
 def machine_description() -> dict[str, Any]:
     import torch
 
+    cpu_model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+            text=True, check=True, cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()  # fmt: skip
+        commit += "+changes" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "commit": commit,
+        "cpu_model": cpu_model,
         "cpu_cores": os.cpu_count(),
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
         "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
     }
 
 
+def _merge_results(path: Path, new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` over what ``path`` holds, so that partial runs (``--train``, ``--filter-only``)
+    keep the other sections."""
+    old = json.loads(path.read_text()) if path.exists() else {}
+    return {**old, **new}
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"machine": machine_description()}
     print("detpose bench: filter micro-benchmark ...", flush=True)
     results["filter"] = benchmark_filter(num_images=args.filter_images)
     if not args.filter_only:
-        sizes = sorted(args.sizes)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
         corpus_dir = Path(args.corpus) if args.corpus else out_dir / "corpus"
-        images = sample_corpus(corpus_dir, max(sizes))
-        results["streaming"] = []
+        paper_sizes = args.paper_sizes or list(
+            DEFAULT_PAPER_SIZES_CUDA if device == "cuda" else DEFAULT_PAPER_SIZES_CPU
+        )
+        images = sample_corpus(corpus_dir, max([*args.sizes, *paper_sizes]))
+        results["device"] = device
+        results["streaming"], results["stages"] = [], []
+        if not args.no_variants:
+            print("detpose bench: arithmetic variants of the default networks ...", flush=True)
+            results["variants"] = arithmetic_variants(device, compile_networks=not args.no_compile)
         with tempfile.TemporaryDirectory(prefix="detpose-bench-") as tmp:
-            for size in sizes:
-                print(f"detpose bench: streaming job over {size} images ...", flush=True)
-                results["streaming"].append(
-                    run_streaming_job(images[:size], Path(tmp), f"bench-{size}", args.num_cpus)
+            workdir = Path(tmp)
+            for name in args.models:
+                model_set = (
+                    ModelSet("default", {})
+                    if name == "default"
+                    else paper_model_set(workdir, device)
                 )
-        small, large = results["streaming"][0], results["streaming"][-1]
-        results["memory_ratio_largest_vs_smallest"] = {
-            key: round(large[key] / small[key], 3) if small[key] else None
-            for key in ("peak_pss_mib", "peak_process_pss_mib", "peak_shared_pss_mib")
-        }
+                sizes = args.sizes if name == "default" else paper_sizes
+                entries = compare_sizes(model_set, images, sizes, workdir, args.num_cpus)
+                results["streaming"] += entries
+                print(f"detpose bench: {name} models: forward-only ceilings ...", flush=True)
+                results["stages"] += stage_ceilings(model_set, entries[-1], device)
     path = out_dir / "results.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    merged = _merge_results(path, results)
+    path.write_text(json.dumps(merged, indent=2) + "\n")
     print(json.dumps(results, indent=2))
     print(f"detpose bench: results in {path}")
     return 0
@@ -217,12 +435,37 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "bench", help="measure the filter and the streaming job; write bench/results.json"
+        "bench",
+        help="measure the streaming job against a plain loop, the stages against their "
+        "forward-only ceilings, and the filter; write bench/results.json",
     )
     p.add_argument("--output", default="bench", help="folder for results.json (default ./bench)")
-    p.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES), help="corpus sizes")
+    p.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_SIZES),
+        help="corpus sizes (default models)",
+    )
+    p.add_argument(
+        "--paper-sizes",
+        type=int,
+        nargs="+",
+        help="corpus sizes for paper-size DetPoseNet (default: 16 on CPU, 500 2000 on CUDA)",
+    )
+    p.add_argument(
+        "--models",
+        nargs="+",
+        choices=MODEL_SETS,
+        default=list(MODEL_SETS),
+        help="model sets to run",
+    )
     p.add_argument("--corpus", help="folder for the synthetic images (default OUTPUT/corpus)")
     p.add_argument("--num-cpus", type=int, default=8, help="logical CPUs of the local Ray")
     p.add_argument("--filter-images", type=int, default=200, help="images in the filter benchmark")
     p.add_argument("--filter-only", action="store_true", help="only the filter micro-benchmark")
+    p.add_argument(
+        "--no-variants", action="store_true", help="skip the layout/precision/compile variants"
+    )
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
     p.set_defaults(func=cmd_bench)

@@ -59,10 +59,16 @@ class CoarseStage:
                 self.proposals,
                 spec.stage1.input_size,
                 spec.filter.box_score_threshold,
+                spec.precision,
             )
         else:
             self.model = CoarsePoseModel(
-                loaded, device, self.proposals, self.peaks, spec.filter.keypoint_score_threshold
+                loaded,
+                device,
+                self.proposals,
+                self.peaks,
+                spec.filter.keypoint_score_threshold,
+                spec.precision,
             )
 
     def __call__(self, batch: Batch) -> Batch:
@@ -104,7 +110,7 @@ class RefineStage:
     def __init__(self, spec: JobSpec, max_crops: int, weights_sha256: str | None = None):
         device = resolve_device(spec.device)
         loaded = load_stage_weights("refiner", spec, device, weights_sha256)
-        self.model = PoseRefinerModel(loaded, device, spec.flip_test, max_crops)
+        self.model = PoseRefinerModel(loaded, device, spec.flip_test, max_crops, spec.precision)
         # The flip test runs the refiner twice per crop; stats count forward passes.
         self.passes_per_crop = 2 if spec.flip_test else 1
 

@@ -37,6 +37,7 @@ from pipeline.job import (
     add_task,
     check_devices,
     gpus_per_actor,
+    on_gpu,
     read_and_decode,
 )
 from pipeline.sink import read_annotations, write_text
@@ -124,16 +125,18 @@ def build_eval_dataset(
     given_boxes: bool,
     gpus: dict[str, float],
     weights: Mapping[str, Any],
+    cluster_gpus: float = 0.0,
 ) -> ray.data.Dataset:
     """decode → stage 1 → one filter per mode → refine; or decode → given boxes → refine."""
+    gpu = on_gpu(spec, gpus)
     ds = read_and_decode(spec, items)
     if given_boxes:
-        ds = add_task(ds, spec, given_boxes_batch, max_persons=spec.filter.max_persons)
+        ds = add_task(ds, spec, given_boxes_batch, gpu, max_persons=spec.filter.max_persons)
     else:
-        ds = add_stage1(ds, spec, gpus, weights)
+        ds = add_stage1(ds, spec, gpus, weights, cluster_gpus)
         specs = [spec.filter.model_copy(update={"mode": mode}) for mode in modes]
-        ds = add_task(ds, spec, filter_batch_per_mode, specs=specs)
-    return add_refiner(ds, spec, gpus, weights)
+        ds = add_task(ds, spec, filter_batch_per_mode, gpu, specs=specs)
+    return add_refiner(ds, spec, gpus, weights, cluster_gpus)
 
 
 def _check_one_row_each(table: pa.Table, uris: Sequence[str], modes: Sequence[str]) -> None:
@@ -177,13 +180,14 @@ def run_eval_rows(
     if no_progress_timeout_s is not None:
         ray.data.DataContext.get_current().execution_no_progress_timeout_s = no_progress_timeout_s
     ray.data.DataContext.get_current().enable_progress_bars = False
-    gpus = gpus_per_actor(spec, ray.cluster_resources().get("GPU", 0.0))
+    cluster_gpus = ray.cluster_resources().get("GPU", 0.0)
+    gpus = gpus_per_actor(spec, cluster_gpus)
     fs, path = filesystem_for(rows_uri, spec.storage)
     if fs.exists(path):
         fs.rm(path, recursive=True)  # an evaluation is recomputed whole, never resumed
     fs.makedirs(path, exist_ok=True)
     items = benchmark.items(given_boxes)
-    ds = build_eval_dataset(spec, items, modes, given_boxes, gpus, weights)
+    ds = build_eval_dataset(spec, items, modes, given_boxes, gpus, weights, cluster_gpus)
     ds.write_parquet(path, filesystem=fs)
     files = sorted(p for p in fs.find(path) if p.endswith(".parquet"))
     tables = []

@@ -46,6 +46,7 @@ def job_fingerprint(spec: JobSpec, weights: Mapping[str, StageWeights]) -> dict[
         "proposals_per_image": spec.proposals_per_image,
         "peaks_per_keypoint": spec.peaks_per_keypoint,
         "flip_test": spec.flip_test,
+        "precision": spec.precision,
     }
 
 

@@ -23,6 +23,14 @@ from pipeline.errors import JobSetupError
 from pipeline.identity import job_fingerprint, new_run, read_runs, write_runs
 from pipeline.part_files import PartFilenames
 from pipeline.progress import ProgressReporter
+from pipeline.resources import (
+    DECODE_BATCH,
+    DECODE_NUM_CPUS,
+    FILTER_NUM_CPUS,
+    max_crops_per_forward,
+    resolved_batch_sizes,
+    resolved_pool_sizes,
+)
 from pipeline.sink import (
     JobPaths,
     foreign_files,
@@ -47,12 +55,6 @@ from schemas.spec import AUTO_GPUS_PER_ACTOR, JobSpec
 
 logger = logging.getLogger(__name__)
 
-DECODE_BATCH = 4
-# Tasks take a fraction of a CPU so reads and filtering overlap with the model pools; the
-# filter's share differs from the actors' so Ray Data keeps it a separate operator (own stats).
-DECODE_NUM_CPUS = 0.5
-FILTER_NUM_CPUS = 0.5
-MAX_CROPS_PER_FORWARD = 64
 # A lost node takes its actors, its running tasks and the blocks in its object store with it.
 # Ray Data 2.60 survives that with its own defaults, which this module relies on and does not
 # override: model-stage actors run with max_restarts=-1 (a lost actor is restarted as soon as
@@ -100,15 +102,25 @@ def read_and_decode(spec: JobSpec, items: list[dict[str, Any]]) -> Dataset:
     )
 
 
+def on_gpu(spec: JobSpec, gpus: dict[str, float]) -> bool:
+    """Whether the model stages run on GPUs (which sizes their batches and pools)."""
+    return spec.device != "cpu" and gpus["stage1"] > 0
+
+
 def add_stage1(
-    ds: Dataset, spec: JobSpec, gpus: dict[str, float], weights: Mapping[str, StageWeights] | None
+    ds: Dataset,
+    spec: JobSpec,
+    gpus: dict[str, float],
+    weights: Mapping[str, StageWeights] | None,
+    cluster_gpus: float = 0.0,
 ) -> Dataset:
     """The stage-1 actor pool: proposals, peaks and limb scores per image."""
+    gpu = on_gpu(spec, gpus)
     return ds.map_batches(
         CoarseStage,
         fn_constructor_kwargs={"spec": spec, "weights_sha256": _sha256(weights, "stage1")},
-        compute=ActorPoolStrategy(size=spec.stage1.actors),
-        batch_size=spec.stage1.batch_size,
+        compute=ActorPoolStrategy(size=resolved_pool_sizes(spec, gpu, cluster_gpus).stage1),
+        batch_size=resolved_batch_sizes(spec, gpu).stage1,
         batch_format="numpy",
         num_cpus=spec.stage1.num_cpus,
         num_gpus=gpus["stage1"],
@@ -116,31 +128,38 @@ def add_stage1(
     )
 
 
-def add_task(ds: Dataset, job_spec: JobSpec, fn: Any, **fn_kwargs: Any) -> Dataset:
-    """A stateless CPU task between the model stages (filtering, given boxes); ``fn_kwargs``
-    go to ``fn``."""
+def add_task(
+    ds: Dataset, job_spec: JobSpec, fn: Any, gpu: bool = False, **fn_kwargs: Any
+) -> Dataset:
+    """A stateless CPU task between the model stages (filtering, given boxes), one stage-1
+    batch at a time; ``fn_kwargs`` go to ``fn``."""
     return ds.map_batches(
         fn,
         fn_kwargs=fn_kwargs,
-        batch_size=job_spec.stage1.batch_size,
+        batch_size=resolved_batch_sizes(job_spec, gpu).stage1,
         batch_format="numpy",
         num_cpus=FILTER_NUM_CPUS,
     )
 
 
 def add_refiner(
-    ds: Dataset, spec: JobSpec, gpus: dict[str, float], weights: Mapping[str, StageWeights] | None
+    ds: Dataset,
+    spec: JobSpec,
+    gpus: dict[str, float],
+    weights: Mapping[str, StageWeights] | None,
+    cluster_gpus: float = 0.0,
 ) -> Dataset:
     """The stage-3 actor pool: refined poses, emitted as the output rows."""
+    gpu = on_gpu(spec, gpus)
     return ds.map_batches(
         RefineStage,
         fn_constructor_kwargs={
             "spec": spec,
-            "max_crops": MAX_CROPS_PER_FORWARD,
+            "max_crops": max_crops_per_forward(gpu),
             "weights_sha256": _sha256(weights, "refiner"),
         },
-        compute=ActorPoolStrategy(size=spec.refiner.actors),
-        batch_size=spec.refiner.batch_size,
+        compute=ActorPoolStrategy(size=resolved_pool_sizes(spec, gpu, cluster_gpus).refiner),
+        batch_size=resolved_batch_sizes(spec, gpu).refiner,
         batch_format="numpy",
         num_cpus=spec.refiner.num_cpus,
         num_gpus=gpus["refiner"],
@@ -153,16 +172,18 @@ def build_dataset(
     uris: list[str],
     gpus: dict[str, float],
     weights: Mapping[str, StageWeights] | None = None,
+    cluster_gpus: float = 0.0,
 ) -> Dataset:
     """The lazy Ray Data graph for ``uris``; nothing runs until it is written.
 
     ``gpus``: GPUs per actor of each model stage, from ``gpus_per_actor``. ``weights``: the
     checked weights of each stage; every actor verifies it loads those very bytes.
+    ``cluster_gpus``: GPUs in the cluster, which size the pools whose ``actors`` is 'auto'.
     """
     ds = read_and_decode(spec, [{"uri": u} for u in uris])
-    ds = add_stage1(ds, spec, gpus, weights)
-    ds = add_task(ds, spec, filter_batch, spec=spec.filter)
-    return add_refiner(ds, spec, gpus, weights)
+    ds = add_stage1(ds, spec, gpus, weights, cluster_gpus)
+    ds = add_task(ds, spec, filter_batch, on_gpu(spec, gpus), spec=spec.filter)
+    return add_refiner(ds, spec, gpus, weights, cluster_gpus)
 
 
 @dataclass(frozen=True)
@@ -321,7 +342,7 @@ def execute_job(
     gpus = gpus_per_actor(spec, cluster_gpus)
     ds = None
     if job.todo:
-        ds = build_dataset(spec, job.todo, gpus, job.weights)
+        ds = build_dataset(spec, job.todo, gpus, job.weights, cluster_gpus)
         fs, ann_path = filesystem_for(paths.annotations, spec.storage)
         fs.makedirs(ann_path, exist_ok=True)
         prefix = run_prefix(job.run.run_index)

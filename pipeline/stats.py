@@ -72,12 +72,17 @@ def stage_stats(ds: Any, rows_written: int) -> tuple[list[StageStats], str]:
             rows = int(op.output_num_rows.sum) if op.output_num_rows else 0
             if op.operator_name.startswith("Write"):
                 rows = rows_written
+            function = float(op.function_body_time.sum) if op.function_body_time else 0.0
+            shipped = float(op.output_size_bytes.sum) if op.output_size_bytes else 0.0
             stages.append(
                 StageStats(
                     name=op.operator_name,
                     busy_s=busy,
                     rows=rows,
                     rows_per_s=rows / busy if busy > 0 else 0.0,
+                    function_s=min(function, busy),
+                    overhead_s=max(busy - function, 0.0),
+                    output_mib=shipped / 2**20,
                 )
             )
 

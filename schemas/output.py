@@ -133,6 +133,18 @@ class StageStats(BaseModel):
     busy_s: float = Field(..., ge=0.0, description="Sum of the operator's task wall times.")
     rows: int = Field(..., ge=0, description="Rows the operator emitted.")
     rows_per_s: float = Field(..., ge=0.0, description="rows / busy_s.")
+    function_s: float = Field(
+        0.0, ge=0.0, description="Seconds inside the stage's own function (its real work)."
+    )
+    overhead_s: float = Field(
+        0.0,
+        ge=0.0,
+        description="busy_s - function_s: Ray Data's own work around the function (batching, "
+        "block building, serialisation).",
+    )
+    output_mib: float = Field(
+        0.0, ge=0.0, description="MiB the operator shipped to the next (its output blocks)."
+    )
 
 
 class RunRecord(BaseModel):

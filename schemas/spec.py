@@ -27,8 +27,9 @@ from pydantic import (
 from schemas.filtering import FilterSpec
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
-# num_gpus 'auto' on a cluster with GPUs: one stage-1 and one refiner actor share each GPU.
-AUTO_GPUS_PER_ACTOR = 0.5
+# num_gpus 'auto' on a cluster with GPUs: two actors per stage share each GPU, so that the
+# CPU side of one actor's batch (decoding heads, building rows) overlaps the other's GPU work.
+AUTO_GPUS_PER_ACTOR = 0.25
 # fullmatch, never match with "$": "$" also matches before a trailing newline ("abc\n").
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # Windows drive letters ("C:\...") parse as a one-letter scheme; they are local paths.
@@ -157,8 +158,16 @@ class StageSpec(BaseModel):
         description="Checkpoint URI of the stage's model: a DetPoseNet checkpoint, or a zoo "
         "checkpoint of the named zoo network; default: the weights bundled with DetPose.",
     )
-    batch_size: int = Field(8, gt=0, le=4096, description="Images per batch sent to an actor.")
-    actors: int = Field(1, gt=0, le=1024, description="Actors in the pool.")
+    batch_size: Annotated[int, Field(gt=0, le=4096)] | Literal["auto"] = Field(
+        "auto",
+        description="Images per batch sent to an actor. 'auto': what keeps the device busy "
+        "(large on CUDA, small on CPU; pipeline/resources.py).",
+    )
+    actors: Annotated[int, Field(gt=0, le=1024)] | Literal["auto"] = Field(
+        "auto",
+        description="Actors in the pool. 'auto': two per GPU on GPU clusters; on CPU one for "
+        "stage 1 and one refiner per core of the driver's machine (pipeline/resources.py).",
+    )
     num_gpus: Annotated[float, Field(ge=0.0, le=8.0)] | Literal["auto"] = Field(
         "auto",
         description="GPUs per actor; a fraction packs several actors on one GPU. 'auto': "
@@ -273,6 +282,12 @@ class JobSpec(BaseModel):
     output: str = Field(..., description="Where OUTPUT/JOB_ID/ is written (local path or URI).")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="'auto' uses CUDA when the actor sees a GPU, else the CPU."
+    )
+    precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="Arithmetic of the model stages. 'auto': float16 autocast on CUDA; on "
+        "CPU bfloat16 autocast where the CPU has native bfloat16 instructions, else float32 "
+        "(README, 'Benchmark', for the speed and accuracy of each).",
     )
     stage1: Stage1Spec = Field(
         default_factory=Stage1Spec, description="Stage 1 (proposals and coarse poses)."

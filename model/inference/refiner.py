@@ -11,7 +11,7 @@ import torch
 from model.codecs.coords import crop_heatmap_to_image, normalised_yx_to_pixels
 from model.codecs.heatmaps import decode_heatmaps, flip_heatmaps_back
 from model.codecs.image import cut_crops, make_refiner_crops
-from model.inference.devices import autocast
+from model.inference.devices import autocast, resolve_precision
 from model.inference.weights import LoadedModel
 from model.keypoints import FLIP_PAIRS, NUM_KEYPOINTS, flip_permutation
 from model.zoo.decode import decode_single_pose
@@ -45,10 +45,16 @@ class PoseRefinerModel:
     """Stage 3 on person crops batched across images."""
 
     def __init__(
-        self, loaded: LoadedModel, device: torch.device, flip_test: bool, max_crops: int = 64
+        self,
+        loaded: LoadedModel,
+        device: torch.device,
+        flip_test: bool,
+        max_crops: int = 64,
+        precision: str = "auto",
     ) -> None:
         self.loaded = loaded
         self.device = device
+        self.precision = resolve_precision(device, precision)
         self.flip_test = flip_test
         self.max_crops = max_crops
 
@@ -80,7 +86,7 @@ class PoseRefinerModel:
             return self._refine_zoo(images_rgb, image_index, boxes)
         cfg = self.loaded.config
         crops, affines = make_refiner_crops(images_rgb, image_index, boxes, cfg, self.device)
-        with autocast(self.device):
+        with autocast(self.device, self.precision):
             heatmaps = self.loaded.net(crops).heatmaps.float()
             if self.flip_test:
                 flipped = self.loaded.net(torch.flip(crops, dims=[3])).heatmaps.float()
@@ -118,7 +124,7 @@ class PoseRefinerModel:
         """``[N, 17, 3]`` (x, y) in crop pixels and score, from float ``0..255`` crops."""
         zoo: ZooModel = self.loaded.config
         heads = zoo.network.outputs
-        with autocast(self.device):
+        with autocast(self.device, self.precision):
             out = self.loaded.net(crops)
         decoded = (
             decode_single_pose(

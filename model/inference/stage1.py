@@ -12,9 +12,9 @@ import torch
 from model.codecs.boxes import clip_boxes
 from model.codecs.coords import heatmap_to_input, letterbox_to_image
 from model.codecs.detection import decode_proposals
-from model.codecs.image import letterbox, to_network_input
+from model.codecs.image import letterbox_batch, normalise
 from model.codecs.peaks import extract_peaks, paf_limb_scores
-from model.inference.devices import autocast
+from model.inference.devices import autocast, resolve_precision
 from model.inference.weights import LoadedModel
 from model.types import CoarseProposals
 
@@ -29,9 +29,11 @@ class CoarsePoseModel:
         proposals_per_image: int,
         peaks_per_keypoint: int,
         keypoint_threshold: float,
+        precision: str = "auto",
     ) -> None:
         self.loaded = loaded
         self.device = device
+        self.precision = resolve_precision(device, precision)
         self.top_k = proposals_per_image
         self.peaks_k = peaks_per_keypoint
         self.keypoint_threshold = keypoint_threshold
@@ -42,11 +44,9 @@ class CoarsePoseModel:
         if not images_rgb:
             return []
         cfg = self.loaded.config
-        boxed = [letterbox(image, cfg.input_size) for image in images_rgb]
-        batch = np.stack([square for square, _ in boxed])
-        scales = np.array([scale for _, scale in boxed], dtype=np.float64)
-        with autocast(self.device):
-            out = self.loaded.net(to_network_input(batch, self.device))
+        batch, scales = letterbox_batch(images_rgb, cfg.input_size, self.device)
+        with autocast(self.device, self.precision):
+            out = self.loaded.net(normalise(batch))
         boxes_in, box_scores = decode_proposals(
             out.centre_logits.float(), out.size.float(), out.offset.float(), self.top_k, cfg.stride
         )

@@ -18,6 +18,7 @@ from model.checkpoint import (
     model_from_checkpoint_bytes,
     read_checkpoint_bytes,
 )
+from model.inference.devices import for_inference
 from model.nets.coarse_net import CoarsePoseNet
 from model.nets.refine_net import PoseRefinementNet
 from model.zoo.catalog import NETWORKS
@@ -135,7 +136,7 @@ def load_stage_model(
         data = read_checkpoint_bytes(path, storage_options)
         check_expected_sha256(data, path, expected_sha256)
         net, config = _model_from_bytes(data, path, kind, model, device)
-        return LoadedModel(net.to(device).eval(), config, source, random_init=False)
+        return LoadedModel(for_inference(net, device), config, source, random_init=False)
     torch.manual_seed(RANDOM_INIT_SEED)
     if kind == "stage1":
         config = coarse_preset("tiny")
@@ -144,4 +145,4 @@ def load_stage_model(
         config = refiner_preset("tiny")
         net = PoseRefinementNet(config)
     logger.warning("%s: no checkpoint given and none bundled; using RANDOM weights", kind)
-    return LoadedModel(net.to(device).eval(), config, "random-init", random_init=True)
+    return LoadedModel(for_inference(net, device), config, "random-init", random_init=True)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import io
 
+import pyarrow.parquet as pq
 import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from pipeline.job import run_job
+from pipeline.plain_loop import run_plain_loop
 from pipeline.sink import JobPaths, read_annotations
 from schemas.spec import JobSpec
 from tests.conftest import NO_PROGRESS_TIMEOUT_S
@@ -71,3 +73,9 @@ def test_bundled_weights_recover_their_training_poses(sample_data, tmp_path, max
     ap = keypoint_ap(gt, rows)
     assert ap >= 0.6, f"keypoint AP {ap:.3f} through the whole pipeline"
     assert stats.refinement_runs == (2 if flip_test else 1) * stats.persons > 0
+    # The benchmark's baseline does the same work: same rows, same accuracy, without Ray.
+    uris = sorted(row["uri"] for row in rows)
+    run_plain_loop(spec, uris, tmp_path / "plain")
+    plain = pq.read_table(tmp_path / "plain").to_pylist()
+    assert sorted(row["uri"] for row in plain) == uris
+    assert keypoint_ap(gt, plain) == pytest.approx(ap, abs=0.02)

@@ -26,9 +26,10 @@ def test_models_lists_every_network_with_provenance_and_measured_cost(capsys):
         assert entry["sha256"] == sums[f"{name}.pt"]
         assert entry["parameters"] > 1_000_000 and entry["gflops"] > 0.1
     # Thunder (256 px) costs more than Lightning (192 px) per crop, as their inputs say.
-    assert by_name[("movenet-thunder", "refiner")]["gflops"] > 3 * by_name[
-        ("movenet-lightning", "refiner")
-    ]["gflops"]
+    assert (
+        by_name[("movenet-thunder", "refiner")]["gflops"]
+        > 3 * by_name[("movenet-lightning", "refiner")]["gflops"]
+    )
     # DetPoseNet's tiny demo refiner: the count README's table states (tests/unit/test_docs.py).
     assert by_name[("detposenet", "refiner")]["parameters"] == 74_100
 
