@@ -162,6 +162,9 @@ def decode_multi_pose(
     kept = (order.values[:, :wanted] > 0) & (order.values[:, :wanted] >= min_centre_score)
     k = max(1, min(wanted, int(kept.sum(dim=1).max())))
     centre_scores, cell = order.values[:, :k], order.indices[:, :k]  # [B, K]
+    # An image decodes only its own kept centres, whatever the other images of the batch
+    # keep (sorted scores make them a prefix), so batching never changes a result.
+    own = (torch.arange(k, device=cell.device) < kept.sum(dim=1, keepdim=True)).float()
     cy = torch.div(cell, width, rounding_mode="floor")
     cx = cell - cy * width
     cyx = torch.stack([cy, cx], -1).float()  # [B, K, 2]
@@ -187,6 +190,7 @@ def decode_multi_pose(
         & (xs < high[..., 1, None, None])
     )  # [B, K, H, W]
     weighted = torch.sigmoid(heatmap_logits)[:, None] * weight * inside[:, :, None]
+    weighted = weighted * own[:, :, None, None, None]
     best_cell = weighted.flatten(3).argmax(dim=3)  # [B, K, 17]
     # A keypoint's score: the highest weighted heat any instance gives its cell.
     best_any = weighted.amax(dim=1).flatten(2)  # [B, 17, H*W]
@@ -203,10 +207,10 @@ def decode_multi_pose(
     mean_score = torch.where(counted, score, 0).sum(-1) / counted.sum(-1).clamp(min=1)
     boxes = torch.cat([low / limits, high / limits], dim=-1).clamp(0.0, 1.0)
     decoded = {
-        "keypoints": torch.stack([y, x, score], dim=-1),
-        "boxes": boxes,
-        "centre_scores": centre_scores,
-        "scores": centre_scores * mean_score,
+        "keypoints": torch.stack([y, x, score], dim=-1) * own[..., None, None],
+        "boxes": boxes * own[..., None],
+        "centre_scores": centre_scores * own,
+        "scores": centre_scores * mean_score * own,
     }
     return {key: _pad_instances(value, wanted) for key, value in decoded.items()}
 

@@ -210,3 +210,27 @@ def test_job_specs_name_stage_models_and_zoo_input_sizes():
         JobSpec.parse({"inputs": ["a.jpg"], "output": "o", "stage1": {"model": "movenet-thunder"}})
     with pytest.raises(SpecError, match="multiple of 32"):
         JobSpec.parse({"inputs": ["a.jpg"], "output": "o", "stage1": {"input_size": 300}})
+
+
+def test_stage1_decodes_a_chunk_of_images_as_it_decodes_each_alone(monkeypatch):
+    """On CUDA stage 1 decodes images in chunks; the proposals must not depend on it."""
+    import numpy as np
+    from PIL import Image
+
+    from jobs.run_cmd import sample_images
+    from model.inference import zoo_stage1
+    from model.inference.weights import load_stage_model
+
+    device = torch.device("cpu")
+    loaded = load_stage_model("stage1", None, device, model="movenet-multipose")
+    model = zoo_stage1.ZooCoarsePoseModel(loaded, device, 20, None, 0.1, "float32")
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in sample_images()[:3]]
+    one_by_one = model(images)
+    monkeypatch.setitem(zoo_stage1.DECODE_CHUNK, "cpu", 3)
+    chunked = model(images)
+    for alone, together in zip(one_by_one, chunked, strict=True):
+        kept = alone.box_scores >= 0.1
+        assert kept.any()
+        np.testing.assert_allclose(together.box_scores[kept], alone.box_scores[kept], atol=1e-5)
+        np.testing.assert_allclose(together.boxes_xyxy[kept], alone.boxes_xyxy[kept], atol=1e-3)
+        np.testing.assert_allclose(together.poses_xys[kept], alone.poses_xys[kept], atol=1e-3)
