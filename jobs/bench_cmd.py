@@ -433,6 +433,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    """``detpose bench --train``: only the training benchmark, merged into ``results.json``."""
+    from jobs.bench_train import benchmark_training
+
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "results.json"
+    try:
+        results = json.loads(path.read_text()) if path.exists() else {}
+    except json.JSONDecodeError as exc:
+        print(f"detpose bench: {path} is not JSON ({exc}); move it away first", file=sys.stderr)
+        return 2
+    print("detpose bench: training throughput (stage 1 and refiner) ...", flush=True)
+    results["training"] = {"machine": machine_description(), **benchmark_training()}
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results["training"], indent=2))
+    print(f"detpose bench: training results in {path} (key 'training')")
+    return 0
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "bench",
@@ -468,4 +488,10 @@ def register(subparsers: Any) -> None:
         "--no-variants", action="store_true", help="skip the layout/precision/compile variants"
     )
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
-    p.set_defaults(func=cmd_bench)
+    p.add_argument(
+        "--train",
+        action="store_true",
+        help="only the training benchmark (samples/s vs the forward+backward ceiling); "
+        "merged into results.json under 'training'",
+    )
+    p.set_defaults(func=lambda args: cmd_bench_train(args) if args.train else cmd_bench(args))

@@ -53,7 +53,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--save-every", type=int, default=200, help="write the checkpoint every N steps"
     )
+    parser.add_argument(
+        "--workers", type=_workers, default="auto", metavar="N|auto",
+        help="loader worker processes that load and augment batches ahead of the step; 0 loads "
+        "in this process; 'auto' (default): one per CPU core but one, at most 4 (8 on CUDA)",
+    )  # fmt: skip
     parser.set_defaults(func=run_train)
+
+
+def _workers(text: str) -> int | str:
+    """``--workers``: ``auto`` or an integer >= 0."""
+    if text == "auto":
+        return text
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"got {text!r}; expected 'auto' or an integer >= 0")
+    return int(text)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -100,6 +114,7 @@ def run_train(args: argparse.Namespace) -> int:
         record = train(
             args.network, cfg, dataset, steps, args.out, device=device, resume=not args.no_resume,
             seed=args.seed, log_every=args.log_every, save_every=args.save_every, data_description=described,
+            num_workers=args.workers,
         )  # fmt: skip
     except (OSError, ValueError) as exc:  # CheckpointError is a ValueError
         kind = "checkpoint" if isinstance(exc, CheckpointError) else type(exc).__name__

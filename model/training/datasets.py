@@ -125,6 +125,10 @@ class _ImageCache:
         self.capacity = capacity
         self.images: OrderedDict[str, np.ndarray] = OrderedDict()
 
+    def __getstate__(self) -> dict:
+        # A copy sent to a loader worker starts empty: each worker fills its own.
+        return {"capacity": self.capacity, "images": OrderedDict()}
+
     def get(self, uri: str) -> np.ndarray:
         if uri in self.images:
             self.images.move_to_end(uri)
@@ -151,8 +155,17 @@ class _AugmentedImages(Dataset):
         self.records = records
         self.cfg = cfg
         self.augment = augment
+        self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.cache = _ImageCache(cache_images)
+
+    def reseed(self, stream: int) -> None:
+        """Draw augmentation from a stream of its own, from the dataset seed and ``stream``.
+
+        Each loader worker holds a copy of the dataset and calls this with its worker seed,
+        so the copies do not all draw the same augmentation.
+        """
+        self.rng = np.random.default_rng([self.seed, stream])
 
     def _draw_augmentation(self) -> AugmentParams:
         """Random scale / rotation / flip when augmenting, else the identity."""

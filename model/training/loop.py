@@ -3,21 +3,24 @@
 Adam with a 10x learning-rate drop after ``cfg.lr_drop_at`` of the steps; bfloat16 autocast
 and channels-last on CUDA only. Checkpoints (see :mod:`model.checkpoint`) are written every
 ``save_every`` steps and at the end, with the optimiser state so a later run can continue.
+Batches are loaded and augmented in worker processes that prepare them ahead of the step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
+import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
 
 import fsspec
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from model.checkpoint import (
     CheckpointError,
@@ -30,6 +33,13 @@ from model.training.losses import proposal_loss, refiner_loss
 from schemas.model import CoarseNetConfig, RefinerConfig
 
 logger = logging.getLogger(__name__)
+
+NumWorkers = int | Literal["auto"]
+LossFn = Callable[[nn.Module, dict[str, torch.Tensor], Any], dict[str, torch.Tensor]]
+
+# Batches each loader worker keeps ready ahead of the step: slack for slow images (a large
+# decode, a storage retry) without holding many batches in shared memory.
+PREFETCH_BATCHES_PER_WORKER = 4
 
 
 def learning_rate_at(step: int, total_steps: int, base_lr: float, drop_at: float) -> float:
@@ -66,15 +76,193 @@ def refiner_losses(
     return refiner_loss(out.heatmaps, out.scale_heatmaps, targets, batch["weight"], cfg.alpha2)
 
 
-def _batches(dataset: Dataset, batch_size: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
-    """Shuffled batches forever (a short last batch is dropped unless the dataset is smaller)."""
+def loss_function(kind: CheckpointKind) -> LossFn:
+    """The forward-and-loss function of a network kind."""
+    return stage1_losses if kind == "stage1" else refiner_losses  # type: ignore[return-value]
+
+
+def usable_cpu_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, where the platform has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def resolve_num_workers(num_workers: NumWorkers, device: torch.device) -> int:
+    """Loader worker processes for ``num_workers`` (``'auto'`` or a count; 0 loads in-process).
+
+    Raises:
+        ValueError: neither ``'auto'`` nor an integer >= 0.
+    """
+    if num_workers == "auto":
+        # One core stays with the main process: it runs the step on CPU and launches kernels
+        # and copies batches on CUDA. On CPU the step's own threads use the other cores too and
+        # loading is a small share of a step, so a few workers hide it (at most 4). On CUDA the
+        # loader is the bottleneck, so every other core loads, up to 8: each worker holds its
+        # own image cache and PREFETCH_BATCHES_PER_WORKER batches in shared memory.
+        cap = 8 if device.type == "cuda" else 4
+        return max(0, min(cap, usable_cpu_cores() - 1))
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"got {num_workers!r} for num_workers; expected 'auto' or an integer >= 0")
+    return num_workers
+
+
+def worker_start_method() -> str | None:
+    """How loader workers start: ``fork`` from a single-threaded process, else ``forkserver``.
+
+    ``fork`` starts a worker in milliseconds, but it copies only the calling thread: a lock
+    that another thread (Ray's driver, a gRPC client, a notebook kernel) held at that moment
+    stays locked in the worker forever. ``forkserver`` forks from a clean single-threaded
+    server instead, at about 1.5 s per loader start on 2 cores, and needs the caller's script
+    to guard its entry point with ``if __name__ == "__main__"``. Off Linux: the platform's
+    default (``spawn`` on macOS and Windows).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    return "fork" if threading.active_count() == 1 else "forkserver"
+
+
+def step_threads(device: torch.device, num_workers: int) -> int:
+    """Intra-op threads the step gets beside ``num_workers`` loader workers (see below)."""
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and num_workers > 0:
+        return max(1, min(threads, usable_cpu_cores() - num_workers))
+    return threads
+
+
+@contextlib.contextmanager
+def cpu_threads_beside_workers(device: torch.device, num_workers: int) -> Iterator[None]:
+    """On CPU, leave the loader workers their cores while the block runs.
+
+    The step's intra-op threads are cut to the usable cores minus the workers (at least 1),
+    then restored. Oversubscribed, each of the step's many small parallel regions can wait for
+    a descheduled thread: on a busy 2-core machine a tiny stage-1 step took 1 to 16 s with two
+    threads and 0.06 s with one.
+    The setting is process-wide, like every ``torch.set_num_threads``.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(step_threads(device, num_workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class _ShuffledBatchIndices(Sampler[list[int]]):
+    """Index batches of endless reshuffled epochs.
+
+    A short last batch of an epoch is dropped unless the dataset is smaller than a batch.
+    One endless sampler (not one loader pass per epoch) keeps the workers' prefetch running
+    across epoch boundaries, which matters when an epoch is only a few batches.
+    """
+
+    def __init__(self, size: int, batch_size: int, generator: torch.Generator) -> None:
+        self.size = size
+        self.batch_size = batch_size
+        self.generator = generator
+
+    def __iter__(self) -> Iterator[list[int]]:
+        drop_last = self.size > self.batch_size
+        while True:
+            order = torch.randperm(self.size, generator=self.generator).tolist()
+            for start in range(0, self.size, self.batch_size):
+                indices = order[start : start + self.batch_size]
+                if drop_last and len(indices) < self.batch_size:
+                    break
+                yield indices
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Give a worker's copy of the dataset its own augmentation stream.
+
+    The datasets draw augmentation from their own ``numpy.random.Generator``, which every
+    worker inherits in the same state; left alone, all workers would draw the same sequence.
+    The worker's seed (the loader generator's base seed plus ``worker_id``) is deterministic
+    for a given training seed. torch itself seeds ``random``, ``numpy.random`` and torch.
+    """
+    info = get_worker_info()
+    reseed = getattr(info.dataset, "reseed", None) if info is not None else None
+    if reseed is not None:
+        reseed(info.seed)  # type: ignore[union-attr]
+
+
+def batch_to_device(
+    batch: dict[str, torch.Tensor], device: torch.device
+) -> dict[str, torch.Tensor]:
+    """Copy a batch to ``device`` without blocking; images go channels-last on CUDA."""
+    moved = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    if device.type == "cuda":
+        moved = {
+            k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
+            for k, v in moved.items()
+        }
+    return moved
+
+
+def device_batches(
+    dataset: Dataset, batch_size: int, seed: int, device: torch.device, num_workers: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Shuffled batches forever, on ``device``, loaded by ``num_workers`` worker processes.
+
+    The batch order depends on ``seed`` only (not on ``num_workers``). Workers are started on
+    the first ``next`` and stopped when the generator is closed.
+    """
     generator = torch.Generator().manual_seed(seed)
-    drop_last = len(dataset) > batch_size  # type: ignore[arg-type]
+    sampler = _ShuffledBatchIndices(len(dataset), batch_size, generator)  # type: ignore[arg-type]
+    workers: dict[str, Any] = {}
+    if num_workers > 0:
+        # No persistent_workers: the sampler is endless, so one iterator lives for the whole
+        # run and its workers are never restarted.
+        workers = {
+            "num_workers": num_workers,
+            "prefetch_factor": PREFETCH_BATCHES_PER_WORKER,
+            "worker_init_fn": _seed_worker,
+            "multiprocessing_context": worker_start_method(),
+        }
+        logger.info(
+            "loading batches in %d worker processes (%s)",
+            num_workers, workers["multiprocessing_context"] or "platform default",
+        )  # fmt: skip
     loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, drop_last=drop_last, generator=generator
+        dataset,
+        batch_sampler=sampler,
+        generator=generator,
+        pin_memory=device.type == "cuda",
+        **workers,
     )
-    while True:
-        yield from loader
+    for batch in loader:
+        yield batch_to_device(batch, device)
+
+
+def place_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """Move a model to ``device`` (channels-last on CUDA) and return it."""
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def training_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    batch: dict[str, torch.Tensor],
+    cfg: CoarseNetConfig | RefinerConfig,
+) -> dict[str, torch.Tensor]:
+    """One forward, backward and optimiser step on a device batch.
+
+    Returns the loss terms, detached and still on the device: reading them (``float``) waits
+    for the GPU, so the loop reads them only when it logs.
+    """
+    device_type = next(iter(batch.values())).device.type
+    with torch.autocast(
+        device_type=device_type, dtype=torch.bfloat16, enabled=device_type == "cuda"
+    ):
+        losses = loss_fn(model, batch, cfg)
+    optimizer.zero_grad(set_to_none=True)
+    losses["total"].backward()
+    optimizer.step()
+    return {name: value.detach() for name, value in losses.items()}
 
 
 def _exists(uri: str) -> bool:
@@ -94,6 +282,7 @@ def train(
     log_every: int = 10,
     save_every: int = 200,
     data_description: str = "",
+    num_workers: NumWorkers = "auto",
 ) -> dict[str, Any]:
     """Train a network to ``steps`` total steps and save its checkpoint at ``out_uri``.
 
@@ -112,15 +301,20 @@ def train(
         log_every: log (and record) the mean losses every this many steps.
         save_every: write the checkpoint every this many steps.
         data_description: stored in the record (which annotations / images trained it).
+        num_workers: loader worker processes (see :func:`resolve_num_workers`); 0 loads and
+            augments in this process. Each worker draws its own augmentation, so a run is
+            reproducible for a given seed and worker count.
 
     Returns:
         The training record saved in the checkpoint: ``steps``, ``losses`` (last window means),
         ``first_losses`` (first window means), ``loss_history`` (``[step, total]`` pairs),
-        ``seconds``, ``device``, ``torch_version``, ``dataset``, ``batch_size``, ``seed``.
+        ``seconds``, ``device``, ``torch_version``, ``dataset``, ``batch_size``, ``seed``,
+        ``num_workers`` (of the latest run).
     """
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise ValueError(f"no training samples for {kind}: the annotations hold no usable persons")
     device = torch.device(device)
+    workers = resolve_num_workers(num_workers, device)
     torch.manual_seed(seed)
     model = build_model(kind, cfg)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
@@ -144,55 +338,50 @@ def train(
             optimizer.load_state_dict(payload["optimizer"])
         record.update(payload["record"])
         logger.info("resuming %s from %s at step %d", kind, out_name, record["steps"])
-    model.to(device)
-    use_cuda = device.type == "cuda"
-    if use_cuda:
-        model.to(memory_format=torch.channels_last)
+    place_model(model, device)
     # Move restored optimiser state next to the parameters.
     for state in optimizer.state.values():
         for key, value in state.items():
             if isinstance(value, torch.Tensor) and key != "step":
                 state[key] = value.to(device)
-    loss_fn = stage1_losses if kind == "stage1" else refiner_losses
-    batches = _batches(dataset, cfg.batch_size, seed + int(record["steps"]))
+    loss_fn = loss_function(kind)
     start_step = int(record["steps"])
+    batches = device_batches(dataset, cfg.batch_size, seed + start_step, device, workers)
     model.train()
-    window: dict[str, list[float]] = {}
+    window: dict[str, list[torch.Tensor]] = {}
     started = time.monotonic()
     seconds_before = float(record["seconds"])
-    for step in range(start_step, steps):
-        lr = learning_rate_at(step, steps, cfg.learning_rate, cfg.lr_drop_at)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
-        if use_cuda:
-            batch = {
-                k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
-                for k, v in batch.items()
-            }
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_cuda):
-            losses = loss_fn(model, batch, cfg)  # type: ignore[arg-type]
-        optimizer.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        optimizer.step()
-        for name, value in losses.items():
-            window.setdefault(name, []).append(float(value.detach()))
-        done = step + 1
-        if done % log_every == 0 or done == steps:
-            means = {name: float(np.mean(values)) for name, values in window.items()}
-            window = {}
-            if not record["first_losses"]:
-                record["first_losses"] = means
-            record["losses"] = means
-            record["loss_history"].append([done, means["total"]])
-            logger.info(
-                "%s step %d/%d lr %.2e %s", kind, done, steps, lr,
-                " ".join(f"{k}={v:.4g}" for k, v in means.items()),
-            )  # fmt: skip
-        record["steps"] = done
-        record["seconds"] = seconds_before + time.monotonic() - started
-        if done % save_every == 0 or done == steps:
-            _save(out_name, kind, model, cfg, record, optimizer, device, seed, data_description)
+    with cpu_threads_beside_workers(device, workers), contextlib.closing(batches):
+        # Closing the batches stops the loader workers, also on an error.
+        for step in range(start_step, steps):
+            lr = learning_rate_at(step, steps, cfg.learning_rate, cfg.lr_drop_at)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            losses = training_step(model, optimizer, loss_fn, next(batches), cfg)
+            for name, value in losses.items():
+                window.setdefault(name, []).append(value)
+            done = step + 1
+            if done % log_every == 0 or done == steps:
+                means = {
+                    name: float(torch.stack(values).double().mean())
+                    for name, values in window.items()
+                }
+                window = {}
+                if not record["first_losses"]:
+                    record["first_losses"] = means
+                record["losses"] = means
+                record["loss_history"].append([done, means["total"]])
+                logger.info(
+                    "%s step %d/%d lr %.2e %s", kind, done, steps, lr,
+                    " ".join(f"{k}={v:.4g}" for k, v in means.items()),
+                )  # fmt: skip
+            record["steps"] = done
+            record["seconds"] = seconds_before + time.monotonic() - started
+            if done % save_every == 0 or done == steps:
+                _save(
+                    out_name, kind, model, cfg, record, optimizer, device, seed,
+                    data_description, workers,
+                )  # fmt: skip
     if start_step >= steps:
         logger.info(
             "%s already trained to %d steps (asked for %d); nothing to do", kind, start_step, steps
@@ -211,6 +400,7 @@ def _save(
     device: torch.device,
     seed: int,
     data_description: str,
+    num_workers: int,
 ) -> None:
     record.update(
         {
@@ -219,6 +409,7 @@ def _save(
             "dataset": data_description,
             "batch_size": cfg.batch_size,
             "seed": seed,
+            "num_workers": num_workers,
         }
     )
     save_checkpoint(out_name, kind, model, cfg, record, optimizer_state=optimizer.state_dict())
