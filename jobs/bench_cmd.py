@@ -41,6 +41,7 @@ DEFAULT_PAPER_SIZES_CUDA = (500, 2000)
 # Persons refined per image with paper-size DetPoseNet (random weights, filter 'none'):
 # the reference load on a GPU, a small one on CPU.
 PAPER_PERSONS = {"cpu": 4, "cuda": 30}
+PAPER_CPU_BATCH = 2
 CORPUS_LONG_SIDE = 480
 MODEL_SETS = ("default", "paper")
 
@@ -101,11 +102,14 @@ def paper_model_set(folder: Path, device: str) -> ModelSet:
             record = {"note": "random weights, for throughput benchmarks only"}
             save_checkpoint(paths[kind], kind, build_model(kind, config), config, record)
     persons = PAPER_PERSONS[device]
+    # On a CPU a paper-size image takes seconds: small batches give the few images of the
+    # run enough written blocks for a steady-state rate.
+    batch = {"batch_size": PAPER_CPU_BATCH} if device == "cpu" else {}
     return ModelSet(
         "paper",
         {
-            "stage1": {"model": "detposenet", "checkpoint": str(paths["stage1"])},
-            "refiner": {"model": "detposenet", "checkpoint": str(paths["refiner"])},
+            "stage1": {"model": "detposenet", "checkpoint": str(paths["stage1"]), **batch},
+            "refiner": {"model": "detposenet", "checkpoint": str(paths["refiner"]), **batch},
             "filter": {"mode": "none", "max_persons": persons},
             "proposals_per_image": max(persons, 30),
         },
@@ -265,7 +269,7 @@ def stage_ceilings(model_set: ModelSet, job: dict[str, Any], device: str) -> lis
         ceiling = forward_items_per_s(
             loaded.net, random_batch(batch, hw, torch_device), torch_device, dtype
         )
-        job_rate = job["steady_images_per_s"] * per_image
+        job_rate = job["steady_images_per_s"] * per_image  # 0: the run had no steady window
         busy = next(
             (
                 s["busy_s"]
@@ -286,8 +290,8 @@ def stage_ceilings(model_set: ModelSet, job: dict[str, Any], device: str) -> lis
                 "input_hw": list(hw),
                 "precision": str(dtype).replace("torch.", "") if dtype else "float32",
                 "ceiling_per_s": round(ceiling, 2),
-                "job_per_s": round(job_rate, 2),
-                "vs_ceiling": _ratio(job_rate, ceiling),
+                "job_per_s": round(job_rate, 2) if job_rate else None,
+                "vs_ceiling": _ratio(job_rate, ceiling) if job_rate else None,
                 "busy_per_s": round(busy_rate, 2),
                 "busy_vs_ceiling": _ratio(busy_rate, ceiling),
             }
