@@ -44,6 +44,7 @@ PAPER_PERSONS = {"cpu": 4, "cuda": 30}
 PAPER_CPU_BATCH = 2
 CORPUS_LONG_SIDE = 480
 MODEL_SETS = ("default", "paper")
+STAGE_KEYS = ("name", "busy_s", "function_s", "overhead_s", "rows", "rows_per_s", "output_mib")
 
 
 def sample_corpus(folder: Path, count: int, seed: int = 0) -> list[str]:
@@ -155,14 +156,11 @@ def run_streaming_job(
         "steady_images_per_s": round(steady_rate(probe.rows_over_time, images), 3),
         **describe_peaks(probe),
         "cpu_s": probe.cpu_seconds(),
+        "cpu_s_by_process": probe.cpu_seconds_by_process(),
         "persons": stats["persons"],
         "refinement_runs": runs,
         "stages": [
-            {
-                "name": s["name"],
-                "busy_s": round(s["busy_s"], 2),
-                "rows_per_s": round(s["rows_per_s"], 2),
-            }
+            {key: round(s[key], 2) if isinstance(s[key], float) else s[key] for key in STAGE_KEYS}
             for s in stats["stages"]
         ],
         "weights": stats["weights"],

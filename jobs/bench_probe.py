@@ -53,6 +53,16 @@ def process_role(cmdline: list[str], is_root: bool) -> str:
     return "ray_system" if programs & RAY_SYSTEM_PROGRAMS else "workers"
 
 
+def process_title(cmdline: list[str], role: str) -> str:
+    """A short name for a process: a Ray worker's title (``ray::...``), Ray's program name,
+    or the role."""
+    if cmdline and cmdline[0].startswith("ray::"):
+        return cmdline[0].split(" ")[0]
+    if role == "ray_system":
+        return next((Path(a).name for a in cmdline[:3] if not a.startswith("-")), role)
+    return role
+
+
 class TreeProbe:
     """Samples a process tree every ``interval_s``: peak PSS (total, process, shared), CPU
     seconds per role, and, given ``rows_folder``, the rows durably written over time."""
@@ -71,6 +81,7 @@ class TreeProbe:
         self.peak_total = self.peak_process = self.peak_shared = 0
         self.samples = 0
         self.cpu_by_pid: dict[int, tuple[str, float]] = {}
+        self.title_by_pid: dict[int, str] = {}
         self.rows_over_time: list[tuple[float, int]] = []
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -86,6 +97,7 @@ class TreeProbe:
             except (psutil.NoSuchProcess, psutil.AccessDenied, OSError):
                 continue  # exited between the listing and the read
             self.cpu_by_pid[proc.pid] = (role, cpu.user + cpu.system)
+            self.title_by_pid[proc.pid] = process_title(proc.cmdline(), role)
             process, shared = process + own, shared + shm
         self.peak_total = max(self.peak_total, process + shared)
         self.peak_process = max(self.peak_process, process)
@@ -116,6 +128,15 @@ class TreeProbe:
             out[role] += seconds
         out["total"] = sum(out.values())
         return {k: round(v, 2) for k, v in out.items()}
+
+    def cpu_seconds_by_process(self) -> dict[str, float]:
+        """CPU seconds per process title (a Ray worker names the actor or task it ran last,
+        e.g. ``ray::MapWorker(MapBatches(RefineStage))``): the profile of a job's CPU."""
+        out: dict[str, float] = {}
+        for pid, (_, seconds) in self.cpu_by_pid.items():
+            title = self.title_by_pid.get(pid, "?")
+            out[title] = out.get(title, 0.0) + seconds
+        return {k: round(v, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
 
     def __enter__(self) -> TreeProbe:
         self._thread.start()
