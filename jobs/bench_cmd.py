@@ -215,6 +215,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_any(args: argparse.Namespace) -> int:
+    """``--driver``: the driver-memory benchmark (``jobs.bench_driver``); else ``cmd_bench``."""
+    if args.driver is not None:
+        from jobs.bench_driver import cmd_bench_driver
+
+        return cmd_bench_driver(args)
+    return cmd_bench(args)
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "bench", help="measure the filter and the streaming job; write bench/results.json"
@@ -225,4 +234,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--num-cpus", type=int, default=8, help="logical CPUs of the local Ray")
     p.add_argument("--filter-images", type=int, default=200, help="images in the filter benchmark")
     p.add_argument("--filter-only", action="store_true", help="only the filter micro-benchmark")
-    p.set_defaults(func=cmd_bench)
+    p.add_argument(
+        "--driver",
+        type=int,
+        nargs="*",
+        metavar="URIS",
+        help="only the driver's peak memory over manifests of missing files with these many "
+        "URIs (default 10000 100000 1000000); merged into results.json under 'driver'",
+    )
+    p.set_defaults(func=cmd_bench_any)

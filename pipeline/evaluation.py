@@ -37,6 +37,7 @@ from pipeline.job import (
     add_task,
     check_devices,
     gpus_per_actor,
+    items_dataset,
     read_and_decode,
 )
 from pipeline.sink import read_annotations, write_text
@@ -126,7 +127,7 @@ def build_eval_dataset(
     weights: Mapping[str, Any],
 ) -> ray.data.Dataset:
     """decode → stage 1 → one filter per mode → refine; or decode → given boxes → refine."""
-    ds = read_and_decode(spec, items)
+    ds = read_and_decode(spec, items_dataset(items))
     if given_boxes:
         ds = add_task(ds, spec, given_boxes_batch, max_persons=spec.filter.max_persons)
     else:
