@@ -455,6 +455,17 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_any(args: argparse.Namespace) -> int:
+    """``--train`` / ``--driver``: only that benchmark (merged into results.json); else ``cmd_bench``."""
+    if args.train:
+        return cmd_bench_train(args)
+    if args.driver is not None:
+        from jobs.bench_driver import cmd_bench_driver
+
+        return cmd_bench_driver(args)
+    return cmd_bench(args)
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "bench",
@@ -496,4 +507,12 @@ def register(subparsers: Any) -> None:
         help="only the training benchmark (samples/s vs the forward+backward ceiling); "
         "merged into results.json under 'training'",
     )
-    p.set_defaults(func=lambda args: cmd_bench_train(args) if args.train else cmd_bench(args))
+    p.add_argument(
+        "--driver",
+        type=int,
+        nargs="*",
+        metavar="URIS",
+        help="only the driver's peak memory over manifests of missing files with these many "
+        "URIs (default 10000 100000 1000000); merged into results.json under 'driver'",
+    )
+    p.set_defaults(func=cmd_bench_any)

@@ -37,6 +37,7 @@ from pipeline.job import (
     add_task,
     check_devices,
     gpus_per_actor,
+    items_dataset,
     on_gpu,
     read_and_decode,
 )
@@ -129,7 +130,7 @@ def build_eval_dataset(
 ) -> ray.data.Dataset:
     """decode → stage 1 → one filter per mode → refine; or decode → given boxes → refine."""
     gpu = on_gpu(spec, gpus)
-    ds = read_and_decode(spec, items)
+    ds = read_and_decode(spec, items_dataset(items))
     if given_boxes:
         ds = add_task(ds, spec, given_boxes_batch, gpu, max_persons=spec.filter.max_persons)
     else:

@@ -7,6 +7,7 @@ Resources (pool sizes, CPUs/GPUs per actor, batch sizes) are wired here and nowh
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,26 +36,50 @@ from pipeline.sink import (
     JobPaths,
     foreign_files,
     next_run_index,
+    part_files,
     quarantine_incomplete_files,
-    read_annotations,
     run_prefix,
     write_text,
 )
-from pipeline.stats import RunFacts, build_stats, write_stats
+from pipeline.sources import (
+    count_flags,
+    flag_uris,
+    read_manifest_uris,
+    read_part_files,
+    todo_uris,
+)
+from pipeline.stats import (
+    STATS_COLUMNS,
+    JobCounts,
+    RunFacts,
+    build_stats,
+    count_job_rows,
+    row_metrics,
+    write_stats,
+)
 from pipeline.storage import (
     InputError,
     Listing,
+    Manifest,
+    check_manifest,
     filesystem_for,
     list_inputs,
-    read_manifest,
     storage_options,
 )
 from pipeline.tasks import decode_batch, filter_batch
 from schemas.output import JobStats, RunRecord
-from schemas.spec import AUTO_GPUS_PER_ACTOR, JobSpec
+from schemas.spec import AUTO_GPUS_PER_ACTOR, JobSpec, StorageSpec
 
 logger = logging.getLogger(__name__)
 
+# The source has about one block (one decode task) per DECODE_BATCH images, at most this many.
+MAX_SOURCE_BLOCKS = 200
+# URIs per partition of the hash aggregations by URI (de-duplication, resume, statistics):
+# a few MB of URIs per reduce task, and a single partition for small jobs.
+URIS_PER_SHUFFLE_PARTITION = 250_000
+MAX_SHUFFLE_PARTITIONS = 200
+# Text and CSV manifests have no row count until read: their size over this estimates it.
+MANIFEST_BYTES_PER_URI = 50
 # A lost node takes its actors, its running tasks and the blocks in its object store with it.
 # Ray Data 2.60 survives that with its own defaults, which this module relies on and does not
 # override: model-stage actors run with max_restarts=-1 (a lost actor is restarted as soon as
@@ -66,11 +91,54 @@ logger = logging.getLogger(__name__)
 # written twice. tests/e2e/test_node_loss.py proves it.
 
 
-def resolve_inputs(spec: JobSpec) -> Listing:
-    """Every image URI the job covers, sorted and de-duplicated."""
+JobSource = Manifest | Listing
+
+
+def resolve_source(spec: JobSpec) -> JobSource:
+    """Where the job's image URIs come from: its manifest, checked but not read (Ray Data
+    tasks read it), or the listing of its input files and prefixes (sorted, de-duplicated).
+
+    Raises:
+        InputError: a manifest that is missing, unreadable, without a text ``uri`` column or
+            empty; inputs that cannot be listed or hold no image.
+    """
     if spec.manifest is not None:
-        return read_manifest(spec.manifest, spec.storage)
-    return list_inputs(spec.inputs, spec.storage)
+        return check_manifest(spec.manifest, spec.storage)
+    listing = list_inputs(spec.inputs, spec.storage)
+    if not listing.uris:
+        skipped = f" ({len(listing.skipped)} non-image file(s) skipped)" if listing.skipped else ""
+        raise InputError(f"no images found in {', '.join(spec.inputs)}{skipped}")
+    return listing
+
+
+def source_blocks(num_images: int) -> int:
+    """Blocks of a job's source: about one decode task per ``DECODE_BATCH`` images, at most
+    ``MAX_SOURCE_BLOCKS``."""
+    return max(1, min(num_images // DECODE_BATCH, MAX_SOURCE_BLOCKS))
+
+
+def shuffle_partitions(num_uris: int) -> int:
+    """Partitions of a hash aggregation by URI over about ``num_uris`` rows."""
+    return max(1, min(math.ceil(num_uris / URIS_PER_SHUFFLE_PARTITION), MAX_SHUFFLE_PARTITIONS))
+
+
+def estimated_uris(source: JobSource) -> int:
+    """How many URIs ``source`` lists (exact for a listing or a Parquet manifest)."""
+    if isinstance(source, Listing):
+        return len(source.uris)
+    return source.rows if source.rows is not None else source.size_bytes // MANIFEST_BYTES_PER_URI
+
+
+def items_dataset(items: list[dict[str, Any]]) -> Dataset:
+    """Rows the driver holds (``uri`` plus any extra columns) in ``source_blocks`` blocks."""
+    return ray.data.from_items(items, override_num_blocks=source_blocks(len(items)))
+
+
+def input_uris(source: JobSource, storage: StorageSpec) -> Dataset:
+    """The job's input URIs (``uri``): a manifest read by Ray Data tasks, or the listing."""
+    if isinstance(source, Manifest):
+        return read_manifest_uris(source, storage)
+    return items_dataset([{"uri": u} for u in source.uris])
 
 
 def gpus_per_actor(spec: JobSpec, cluster_gpus: float) -> dict[str, float]:
@@ -88,12 +156,9 @@ def _sha256(weights: Mapping[str, StageWeights] | None, kind: str) -> str | None
     return weights[kind].sha256 if weights else None
 
 
-def read_and_decode(spec: JobSpec, items: list[dict[str, Any]]) -> Dataset:
-    """Source and fetch+decode tasks: one row per item (``uri`` plus any extra columns)."""
-    ds = ray.data.from_items(
-        items, override_num_blocks=max(1, min(len(items) // DECODE_BATCH, 200))
-    )
-    return ds.map_batches(
+def read_and_decode(spec: JobSpec, source: Dataset) -> Dataset:
+    """Fetch+decode tasks: one row per row of ``source`` (``uri`` plus any extra columns)."""
+    return source.map_batches(
         decode_batch,
         fn_kwargs={"decode": spec.decode, "storage": spec.storage},
         batch_size=DECODE_BATCH,
@@ -169,18 +234,19 @@ def add_refiner(
 
 def build_dataset(
     spec: JobSpec,
-    uris: list[str],
+    source: Dataset,
     gpus: dict[str, float],
     weights: Mapping[str, StageWeights] | None = None,
     cluster_gpus: float = 0.0,
 ) -> Dataset:
-    """The lazy Ray Data graph for ``uris``; nothing runs until it is written.
+    """The lazy Ray Data graph for the URIs of ``source`` (``uri``); nothing runs until it
+    is written.
 
     ``gpus``: GPUs per actor of each model stage, from ``gpus_per_actor``. ``weights``: the
     checked weights of each stage; every actor verifies it loads those very bytes.
     ``cluster_gpus``: GPUs in the cluster, which size the pools whose ``actors`` is 'auto'.
     """
-    ds = read_and_decode(spec, [{"uri": u} for u in uris])
+    ds = read_and_decode(spec, source)
     ds = add_stage1(ds, spec, gpus, weights, cluster_gpus)
     ds = add_task(ds, spec, filter_batch, on_gpu(spec, gpus), spec=spec.filter)
     return add_refiner(ds, spec, gpus, weights, cluster_gpus)
@@ -192,8 +258,7 @@ class PreparedJob:
 
     spec: JobSpec
     paths: JobPaths
-    listing: Listing
-    todo: list[str]
+    source: JobSource
     weights: dict[str, StageWeights]
     run: RunRecord
     runs: list[RunRecord]  # every run of the job id, this one last
@@ -220,7 +285,7 @@ def _output_error(paths: JobPaths, exc: Exception) -> JobSetupError:
 
 
 def setup_warnings(
-    listing: Listing,
+    source: JobSource,
     foreign: list[str],
     runs: list[RunRecord],
     weights: Mapping[str, StageWeights],
@@ -228,10 +293,10 @@ def setup_warnings(
     """What a user should know before trusting the run: skipped and foreign files, settings
     changed on purpose, random weights."""
     warnings = []
-    if listing.skipped:
+    skipped = source.skipped if isinstance(source, Listing) else []
+    if skipped:
         warnings.append(
-            f"{len(listing.skipped)} non-image file(s) under the input prefixes skipped, "
-            f"e.g. {listing.skipped[0]}"
+            f"{len(skipped)} non-image file(s) under the input prefixes skipped, e.g. {skipped[0]}"
         )
     if foreign:
         warnings.append(
@@ -257,9 +322,11 @@ def setup_warnings(
 def prepare_job(spec: JobSpec, allow_changed_settings: bool = False) -> PreparedJob:
     """Everything the driver can check and record before Ray starts.
 
-    Lists the inputs, loads both checkpoints, reads what earlier runs wrote, compares this
-    run's fingerprint with the previous run's, and writes ``spec.yaml`` and ``runs.json``
-    (which proves the output is writable).
+    Lists the inputs (or checks the manifest without reading its URIs), loads both
+    checkpoints, sets aside files a killed run left incomplete, compares this run's
+    fingerprint with the previous run's, and writes ``spec.yaml`` and ``runs.json`` (which
+    proves the output is writable). Which images are left to do is found on Ray
+    (``plan_run``).
 
     Raises:
         JobSetupError: no images, unreadable inputs or checkpoints, an output that cannot be
@@ -268,11 +335,7 @@ def prepare_job(spec: JobSpec, allow_changed_settings: bool = False) -> Prepared
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     paths = JobPaths.for_spec(spec)
-    listing = resolve_inputs(spec)
-    if not listing.uris:
-        where = spec.manifest or ", ".join(spec.inputs)
-        skipped = f" ({len(listing.skipped)} non-image file(s) skipped)" if listing.skipped else ""
-        raise InputError(f"no images found in {where}{skipped}")
+    source = resolve_source(spec)
     weights = check_weights(spec)
     try:
         previous = read_runs(paths.runs_json, spec.storage)
@@ -288,27 +351,15 @@ def prepare_job(spec: JobSpec, allow_changed_settings: bool = False) -> Prepared
         write_runs(paths.runs_json, [*previous, run], spec.storage)
         for bad in quarantine_incomplete_files(paths.annotations, spec.storage):
             logger.warning("set aside incomplete annotation file from an interrupted run: %s", bad)
-        done = set(
-            read_annotations(paths.annotations, spec.storage, ["uri"]).column("uri").to_pylist()
-        )
     except JobSetupError:
         raise
     except OSError as exc:
         raise _output_error(paths, exc) from None
-    todo = [u for u in listing.uris if u not in done]
-    if done:
-        logger.info(
-            "resuming job %s: %d of %d images already written",
-            spec.job_id,
-            len(listing.uris) - len(todo),
-            len(listing.uris),
-        )
-    warnings = setup_warnings(listing, foreign, [*previous, run], weights)
+    warnings = setup_warnings(source, foreign, [*previous, run], weights)
     return PreparedJob(
         spec=spec,
         paths=paths,
-        listing=listing,
-        todo=todo,
+        source=source,
         weights=weights,
         run=run,
         runs=[*previous, run],
@@ -327,6 +378,68 @@ def check_devices(spec: JobSpec, cluster_gpus: float) -> None:
         )
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run has to do: its source (the URIs to process) and how many there are."""
+
+    todo: Dataset  # column ``uri``, in decode-sized blocks
+    images_in: int  # distinct input URIs
+    images_todo: int  # of them, without a row yet
+
+
+def plan_run(job: PreparedJob) -> RunPlan:
+    """The inputs not yet written, as a dataset, and the counts progress and logs need.
+
+    A listing without earlier output is the source as it is. Otherwise one hash aggregation
+    by URI de-duplicates the inputs (a manifest may list an image twice) and, when earlier
+    runs wrote part files, leaves out their URIs (a distributed left anti-join; see
+    ``pipeline.sources``). Its result is materialised in the object store, so counting it
+    and then processing it reads the manifest and the part files once.
+
+    Raises:
+        InputError: a manifest whose entries are all blank.
+    """
+    spec, paths = job.spec, job.paths
+    inputs = input_uris(job.source, spec.storage)
+    done_files = part_files(paths.annotations, spec.storage)
+    if isinstance(job.source, Listing) and not done_files:
+        n = len(job.source.uris)
+        return RunPlan(todo=inputs, images_in=n, images_todo=n)
+    written = (
+        read_part_files(paths.annotations, done_files, spec.storage, ["uri"])
+        if done_files
+        else None
+    )
+    flags = flag_uris(inputs, written, shuffle_partitions(estimated_uris(job.source)))
+    flags = flags.materialize()
+    counts = count_flags(flags)
+    if not counts.listed:
+        raise InputError(f"no images found in {spec.manifest}")
+    if counts.written:
+        logger.info(
+            "resuming job %s: %d of %d images already written",
+            spec.job_id,
+            counts.written,
+            counts.listed,
+        )
+    per_block = math.ceil(counts.todo / source_blocks(counts.todo)) if counts.todo else 1
+    todo = todo_uris(flags).repartition(target_num_rows_per_block=per_block)
+    return RunPlan(todo=todo, images_in=counts.listed, images_todo=counts.todo)
+
+
+def count_output_rows(job: PreparedJob, images_in: int) -> JobCounts:
+    """The job's rows of its inputs, counted by Ray tasks (``stats.count_job_rows``)."""
+    spec, paths = job.spec, job.paths
+    files = part_files(paths.annotations, spec.storage)
+    rows = (
+        read_part_files(paths.annotations, files, spec.storage, STATS_COLUMNS, row_metrics)
+        if files
+        else None
+    )
+    inputs = input_uris(job.source, spec.storage)
+    return count_job_rows(inputs, rows, shuffle_partitions(images_in))
+
+
 def execute_job(
     job: PreparedJob, no_progress_timeout_s: float | None = None, progress_interval_s: float = 10.0
 ) -> JobStats:
@@ -340,31 +453,34 @@ def execute_job(
     # Our own progress lines (from durable output) replace Ray Data's bars.
     ctx.enable_progress_bars = False
     gpus = gpus_per_actor(spec, cluster_gpus)
+    plan = plan_run(job)
     ds = None
-    if job.todo:
-        ds = build_dataset(spec, job.todo, gpus, job.weights, cluster_gpus)
+    if plan.images_todo:
+        ds = build_dataset(spec, plan.todo, gpus, job.weights, cluster_gpus)
         fs, ann_path = filesystem_for(paths.annotations, spec.storage)
         fs.makedirs(ann_path, exist_ok=True)
         prefix = run_prefix(job.run.run_index)
-        with ProgressReporter(fs, ann_path, len(job.todo), progress_interval_s, prefix):
+        with ProgressReporter(fs, ann_path, plan.images_todo, progress_interval_s, prefix):
             ds.write_parquet(
                 ann_path,
                 filesystem=fs,
                 filename_provider=PartFilenames(job.run.run_index),
                 mode=SaveMode.APPEND,
             )
+    wall_s = time.perf_counter() - job.t0  # the run itself, not the counting below
+    counts = count_output_rows(job, plan.images_in)
     facts = RunFacts(
-        listing=job.listing,
-        images_this_run=len(job.todo),
+        images_this_run=plan.images_todo,
         dataset=ds,
         started=job.started,
-        wall_s=time.perf_counter() - job.t0,
+        wall_s=wall_s,
         gpus_per_actor=gpus,
+        skipped_non_image=len(job.source.skipped) if isinstance(job.source, Listing) else 0,
         weights={kind: w.source for kind, w in job.weights.items()},
         warnings=job.warnings,
         runs=job.runs,
     )
-    stats = build_stats(spec, paths.annotations, facts)
+    stats = build_stats(spec, counts, facts)
     write_stats(stats, paths.stats_json, paths.stats_parquet, spec)
     return stats
 

@@ -93,6 +93,20 @@ def _parquet_files(annotations_uri: str, storage: StorageSpec) -> tuple[object, 
     return fs, [p for p in files if is_part_file(p)]
 
 
+def part_files(annotations_uri: str, storage: StorageSpec) -> list[str]:
+    """The job's annotation part files (paths inside ``filesystem_for(annotations_uri)``),
+    sorted; a killed run's incomplete files are not among them once set aside
+    (``quarantine_incomplete_files``), and foreign files never are."""
+    return _parquet_files(annotations_uri, storage)[1]
+
+
+def read_part_file(fs: Any, path: str, columns: list[str] | None = None) -> pa.Table:
+    """``columns`` of one part file in ``ANNOTATION_SCHEMA``: a column that an older file
+    lacks (``storage_retries`` before schema version 2) is read back as nulls."""
+    with fs.open(path, "rb") as fh:
+        return pq.read_table(fh, columns=columns, schema=ANNOTATION_SCHEMA)
+
+
 def foreign_files(annotations_uri: str, storage: StorageSpec) -> list[str]:
     """Files in ``annotations/`` that no DetPose run wrote (left alone and never read)."""
     _, files = _annotation_files(annotations_uri, storage)
@@ -129,10 +143,7 @@ def read_annotations(
     ``columns`` reads only those (a resume needs just ``uri``, not every pose).
     """
     fs, files = _parquet_files(annotations_uri, storage)
-    tables = []
-    for path in files:
-        with fs.open(path, "rb") as fh:  # type: ignore[attr-defined]
-            tables.append(pq.read_table(fh, columns=columns, schema=ANNOTATION_SCHEMA))
+    tables = [read_part_file(fs, path, columns) for path in files]
     if tables:
         return pa.concat_tables(tables)
     empty = ANNOTATION_SCHEMA.empty_table()

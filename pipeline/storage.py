@@ -1,4 +1,4 @@
-"""Storage access: filesystems for URIs, listing image inputs, stable image ids.
+"""Storage access: filesystems for URIs, listing image inputs, checking manifests, stable ids.
 
 Local paths and ``s3://`` (s3fs) are first-class; any other fsspec protocol works
 through fsspec. S3 settings come from the job spec, then the standard AWS environment.
@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -127,14 +127,16 @@ def image_filesystem_for(uri: str, storage: StorageSpec) -> tuple[fsspec.Abstrac
     return fs, path
 
 
-def absolute_if_local(uri: str) -> str:
-    """A relative local path made absolute against the driver's working directory.
+def absolute_if_local(uri: str, base_dir: str | None = None) -> str:
+    """A relative local path made absolute against ``base_dir`` (default: this process's
+    working directory).
 
     Workers run elsewhere (another folder, another node), so a relative path must be
-    resolved once, where the user wrote it. URIs and absolute paths are kept as they are.
+    resolved against the folder where the user wrote it: the driver's, passed on to the
+    tasks as ``base_dir``. URIs and absolute paths are kept as they are.
     """
     if uri_scheme(uri) == "" and not os.path.isabs(uri):
-        return os.path.abspath(uri)
+        return os.path.normpath(os.path.join(base_dir or os.getcwd(), uri))
     return uri
 
 
@@ -191,35 +193,105 @@ def list_inputs(inputs: Iterable[str], storage: StorageSpec) -> Listing:
     return Listing(sorted(dict.fromkeys(found)), sorted(dict.fromkeys(skipped)))
 
 
-def read_manifest(uri: str, storage: StorageSpec) -> Listing:
-    """URIs listed in a manifest (Parquet or CSV with a ``uri`` column, or text, one per line),
-    sorted and de-duplicated."""
+ManifestFormat = Literal["parquet", "csv", "text"]
+# Manifests are told apart by their suffix; anything else is text, one URI per line.
+_MANIFEST_FORMATS: dict[str, ManifestFormat] = {".parquet": "parquet", ".csv": "csv"}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A manifest checked on the driver without reading its URIs: where it is, its format,
+    and its size (``rows`` and ``row_groups`` from a Parquet footer; for CSV and text the
+    rows are unknown until read)."""
+
+    uri: str
+    path: str  # inside its filesystem (``filesystem_for(uri)``)
+    format: ManifestFormat
+    size_bytes: int
+    rows: int | None = None
+    row_groups: int = 0
+
+
+def manifest_format(path: str) -> ManifestFormat:
+    """``parquet`` or ``csv`` by suffix (any case); anything else is a text manifest."""
+    return _MANIFEST_FORMATS.get(PurePosixPath(path).suffix.lower(), "text")
+
+
+def is_uri_line(line: str) -> bool:
+    """True for a text-manifest line that names a URI (not blank, not a ``#`` comment)."""
+    stripped = line.strip()
+    return bool(stripped) and not stripped.startswith("#")
+
+
+def _check_parquet_manifest(fh: Any, uri: str) -> tuple[int, int]:
+    """Rows and row groups of a Parquet manifest, from its footer, after checking its ``uri``
+    column."""
     import pyarrow as pa
-    import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
+    parquet = pq.ParquetFile(fh)
+    schema = parquet.schema_arrow
+    if "uri" not in schema.names:
+        raise InputError(f"manifest {uri!r} has no 'uri' column (columns: {schema.names})")
+    uri_type = schema.field("uri").type
+    if not pa.types.is_string(uri_type) and not pa.types.is_large_string(uri_type):
+        raise InputError(f"manifest {uri!r}: the 'uri' column holds {uri_type}, not text")
+    return parquet.metadata.num_rows, parquet.metadata.num_row_groups
+
+
+def _check_csv_manifest(fh: Any, uri: str) -> int:
+    """1 when a CSV manifest has a ``uri`` column and a first data row, else 0 (its header and
+    first block are all that is read)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    # URIs are text: '000123' must not become the integer 123.
+    options = pacsv.ConvertOptions(column_types={"uri": pa.string()})
+    reader = pacsv.open_csv(fh, convert_options=options)
+    if "uri" not in reader.schema.names:
+        raise InputError(f"manifest {uri!r} has no 'uri' column (columns: {reader.schema.names})")
+    return int(any(batch.num_rows for batch in reader))
+
+
+def _check_text_manifest(fh: Any) -> int:
+    """1 when a text manifest names a URI (read up to its first one), else 0."""
+    for raw in fh:
+        if is_uri_line(raw.decode("utf-8")):
+            return 1
+    return 0
+
+
+def check_manifest(uri: str, storage: StorageSpec) -> Manifest:
+    """Check a manifest without reading its URIs: it exists, has a text ``uri`` column
+    (Parquet: its footer; CSV: its header) and lists at least one URI.
+
+    Raises:
+        InputError: naming the manifest and what is wrong with it.
+    """
+    import pyarrow as pa
+
     fs, path = filesystem_for(uri, storage)
-    suffix = PurePosixPath(path).suffix.lower()
+    fmt = manifest_format(path)
     try:
+        info = fs.info(path)
+        if info.get("type") == "directory":
+            raise InputError(f"manifest {uri!r} is a folder; expected a Parquet, CSV or text file")
         with fs.open(path, "rb") as fh:
-            if suffix == ".parquet":
-                table = pq.read_table(fh, columns=["uri"])
-            elif suffix == ".csv":
-                # URIs are text: '000123' must not become the integer 123.
-                table = pacsv.read_csv(
-                    fh, convert_options=pacsv.ConvertOptions(column_types={"uri": pa.string()})
-                )
+            rows: int | None = None
+            row_groups = 0
+            if fmt == "parquet":
+                rows, row_groups = _check_parquet_manifest(fh, uri)
+                listed = rows
+            elif fmt == "csv":
+                listed = _check_csv_manifest(fh, uri)
             else:
-                lines = fh.read().decode("utf-8").splitlines()
-                uris = (s.strip() for s in lines if s.strip() and not s.lstrip().startswith("#"))
-                return Listing(sorted(dict.fromkeys(absolute_if_local(u) for u in uris)))
+                listed = _check_text_manifest(fh)
+    except InputError:
+        raise
     except FileNotFoundError as exc:
         raise InputError(f"manifest {uri!r} does not exist") from exc
-    except (KeyError, ValueError, OSError) as exc:
+    except (KeyError, ValueError, OSError, pa.ArrowException) as exc:
         raise InputError(f"cannot read manifest {uri!r}: {exc}") from exc
-    if "uri" not in table.column_names:
-        raise InputError(f"manifest {uri!r} has no 'uri' column (columns: {table.column_names})")
-    column = table.column("uri")
-    if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
-        raise InputError(f"manifest {uri!r}: the 'uri' column holds {column.type}, not text")
-    return Listing(sorted(dict.fromkeys(absolute_if_local(u) for u in column.to_pylist() if u)))
+    if not listed:
+        raise InputError(f"no images found in {uri}")
+    return Manifest(uri, path, fmt, int(info.get("size") or 0), rows, row_groups)

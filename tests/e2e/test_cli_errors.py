@@ -65,6 +65,22 @@ def test_empty_input_folder_is_refused(tmp_path):
     assert_setup_error(result, "no images found", "1 non-image file(s) skipped")
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("absent.parquet", None, "does not exist"),
+        ("list.csv", "path\n/a.jpg\n", "has no 'uri' column (columns: ['path'])"),
+        ("list.txt", "# only a comment\n\n", "no images found"),
+    ],
+)
+def test_bad_manifest_is_refused_naming_it(tmp_path, name, content, message):
+    if content is not None:
+        (tmp_path / name).write_text(content)
+    result = run_cli("run", "--manifest", name, "--output", "out", cwd=tmp_path)
+    assert_setup_error(result, name, message)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("interval", ["0", "-1", "nan"])
 def test_progress_interval_must_be_a_sane_number_of_seconds(tmp_path, images, interval):
     result = run_cli("run", "--input", str(images), "--progress-interval", interval, cwd=tmp_path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import ray
 
 from pipeline.actors import CoarseStage, RefineStage
 from pipeline.job import build_dataset
@@ -63,11 +62,10 @@ class _RecordingDataset:
         return self
 
 
-def test_only_the_stage_that_asks_gets_resources(monkeypatch):
+def test_only_the_stage_that_asks_gets_resources():
     recorded = _RecordingDataset()
-    monkeypatch.setattr(ray.data, "from_items", lambda *args, **kwargs: recorded)
     pinned = spec(refiner={"resources": {"refiner_host": 0.1}})
-    build_dataset(pinned, ["/d/a.jpg"], {"stage1": 0.0, "refiner": 0.0})
+    build_dataset(pinned, recorded, {"stage1": 0.0, "refiner": 0.0})
     assert recorded.calls[RefineStage]["resources"] == {"refiner_host": 0.1}
     assert recorded.calls[CoarseStage].get("resources") is None
     tasks = [kw for fn, kw in recorded.calls.items() if fn not in (CoarseStage, RefineStage)]

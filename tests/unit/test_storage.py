@@ -10,9 +10,10 @@ import pytest
 
 from pipeline.storage import (
     InputError,
+    absolute_if_local,
+    check_manifest,
     image_id_for,
     list_inputs,
-    read_manifest,
     storage_options,
 )
 from schemas.spec import StorageSpec
@@ -59,7 +60,7 @@ def test_a_named_file_is_kept_even_when_missing(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["parquet", "csv", "txt"])
-def test_manifests(tmp_path, kind):
+def test_manifests_are_checked_without_reading_their_uris(tmp_path, kind):
     uris = ["s3://b/1.jpg", "s3://b/2.jpg", "/local/3.png"]
     path = tmp_path / f"m.{kind}"
     if kind == "parquet":
@@ -68,16 +69,47 @@ def test_manifests(tmp_path, kind):
         path.write_text("uri,other\n" + "".join(f"{u},1\n" for u in uris))
     else:
         path.write_text("# a comment\n" + "\n".join(uris) + "\n\n")
-    assert read_manifest(str(path), NO_STORAGE).uris == sorted(uris)
+    manifest = check_manifest(str(path), NO_STORAGE)
+    assert manifest.format == {"txt": "text"}.get(kind, kind)
+    assert (manifest.path, manifest.size_bytes) == (str(path), path.stat().st_size)
+    # Only a Parquet footer says how many rows there are; the rest is known once read.
+    assert (manifest.rows, manifest.row_groups) == ((3, 1) if kind == "parquet" else (None, 0))
 
 
-def test_manifest_without_uri_column_is_a_clear_error(tmp_path):
-    path = tmp_path / "m.csv"
-    path.write_text("path\n/a.jpg\n")
-    with pytest.raises(InputError, match="no 'uri' column"):
-        read_manifest(str(path), NO_STORAGE)
-    with pytest.raises(InputError, match="does not exist"):
-        read_manifest(str(tmp_path / "none.csv"), NO_STORAGE)
+def test_manifest_errors_name_the_manifest_and_the_fault(tmp_path):
+    cases = {
+        "no_uri.csv": ("path\n/a.jpg\n", "no 'uri' column"),
+        "header_only.csv": ("uri,other\n", "no images found"),
+        "comments_only.txt": ("# nothing here\n\n   \n", "no images found"),
+    }
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(InputError, match=message):
+            check_manifest(str(tmp_path / name), NO_STORAGE)
+    pq.write_table(pa.table({"path": ["/a.jpg"]}), tmp_path / "no_uri.parquet")
+    pq.write_table(pa.table({"uri": [1, 2]}), tmp_path / "numbers.parquet")
+    pq.write_table(pa.table({"uri": pa.array([], pa.string())}), tmp_path / "empty.parquet")
+    (tmp_path / "not_parquet.parquet").write_text("uri\n/a.jpg\n")
+    (tmp_path / "folder.txt").mkdir()
+    for name, message in (
+        ("no_uri.parquet", r"has no 'uri' column \(columns: \['path'\]\)"),
+        ("numbers.parquet", "the 'uri' column holds int64, not text"),
+        ("empty.parquet", "no images found"),
+        ("not_parquet.parquet", "cannot read manifest"),
+        ("folder.txt", "is a folder"),
+        ("none.csv", "does not exist"),
+    ):
+        with pytest.raises(InputError, match=message) as err:
+            check_manifest(str(tmp_path / name), NO_STORAGE)
+        assert name in str(err.value)
+
+
+def test_a_relative_path_is_made_absolute_against_the_given_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert absolute_if_local("a/../b.jpg") == str(tmp_path / "b.jpg")
+    assert absolute_if_local("b.jpg", "/driver/cwd") == "/driver/cwd/b.jpg"
+    for kept in ("/abs/c.jpg", "s3://bucket/c.jpg", "file:///abs/c.jpg"):
+        assert absolute_if_local(kept, "/driver/cwd") == kept
 
 
 def test_s3_options_prefer_spec_then_environment(monkeypatch):
