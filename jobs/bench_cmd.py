@@ -356,6 +356,8 @@ def arithmetic_variants(device: str, compile_networks: bool) -> list[dict[str, A
 def machine_description() -> dict[str, Any]:
     import torch
 
+    from model.inference.devices import cpu_has_native_bfloat16
+
     cpu_model = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -383,6 +385,7 @@ def machine_description() -> dict[str, Any]:
         "platform": platform.platform(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "cpu_native_bfloat16": cpu_has_native_bfloat16(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
     }
 

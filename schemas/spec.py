@@ -285,9 +285,9 @@ class JobSpec(BaseModel):
     )
     precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto",
-        description="Arithmetic of the model stages. 'auto': float16 autocast on CUDA; on "
-        "CPU bfloat16 autocast where the CPU has native bfloat16 instructions, else float32 "
-        "(README, 'Benchmark', for the speed and accuracy of each).",
+        description="Arithmetic of the model stages. 'auto': float16 autocast on CUDA, float32 "
+        "on CPU; 'bfloat16' is faster on CPUs with native bfloat16 instructions but less "
+        "accurate (README, 'Benchmarks').",
     )
     stage1: Stage1Spec = Field(
         default_factory=Stage1Spec, description="Stage 1 (proposals and coarse poses)."

@@ -48,14 +48,12 @@ def cpu_has_native_bfloat16() -> bool:
 def resolve_precision(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     """The autocast dtype of the model stages on ``device``, ``None`` for float32.
 
-    ``auto``: float16 on CUDA; bfloat16 on CPUs with native bfloat16, float32 on others.
-    ``detpose bench`` measures both the speed and the keypoint AP of each choice.
+    ``auto``: float16 on CUDA, float32 on CPU. bfloat16 on a CPU with native bfloat16 is
+    faster but measurably less accurate (README, "Benchmarks"), so it is asked for by name.
     """
     if precision != "auto":
         return PRECISIONS[precision]
-    if device.type == "cuda":
-        return torch.float16
-    return torch.bfloat16 if cpu_has_native_bfloat16() else None
+    return torch.float16 if device.type == "cuda" else None
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None = torch.float16) -> Any:

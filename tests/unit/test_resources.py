@@ -75,3 +75,16 @@ def test_auto_or_a_positive_number_only(field):
         spec(refiner={field: "lots"})
     with pytest.raises(SpecError, match=f"refiner.{field}"):
         spec(refiner={field: 0})
+
+
+def test_precision_auto_is_float16_on_cuda_and_float32_on_cpu_and_names_win():
+    import torch
+
+    from model.inference.devices import resolve_precision
+
+    assert resolve_precision(torch.device("cpu")) is None
+    assert resolve_precision(torch.device("cuda")) == torch.float16
+    assert resolve_precision(torch.device("cpu"), "bfloat16") == torch.bfloat16
+    assert resolve_precision(torch.device("cuda"), "float32") is None
+    with pytest.raises(SpecError, match="precision"):
+        spec(precision="float8")
