@@ -1,6 +1,7 @@
 """The Ray Data graph of a job and its execution: source → decode → stage 1 → filter → stage 3 → Parquet.
 
-Resources (pool sizes, CPUs/GPUs per actor, batch sizes) are wired here and nowhere else.
+Resources (pool sizes, CPUs/GPUs per actor, batch sizes) are wired here and nowhere else;
+their ``auto`` values are resolved in ``pipeline/resources.py``.
 ``ray.init`` is the caller's business (``jobs/``); this module only needs a running Ray.
 """
 
