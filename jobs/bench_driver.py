@@ -18,11 +18,12 @@ import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from jobs.bench_probe import PeriodicSampler
 
 DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
 MANIFEST_ROW_GROUP = 100_000
@@ -56,39 +57,22 @@ def write_missing_manifest(path: Path, count: int) -> Path:
     return path
 
 
-class ProcessPeakSampler:
+class ProcessPeakSampler(PeriodicSampler):
     """Samples one process (not its children) every ``interval_s``; keeps its peak resident
     set size and proportional set size (psutil's ``memory_full_info``), in bytes."""
 
     def __init__(self, pid: int, interval_s: float = 0.2) -> None:
         import psutil
 
+        super().__init__(interval_s)
         self._proc = psutil.Process(pid)
-        self._interval = interval_s
-        self._stop = threading.Event()
         self.peak_rss = self.peak_pss = self.samples = 0
-        self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def _sample(self) -> None:
+    def sample(self) -> None:
         info = self._proc.memory_full_info()
         self.peak_rss = max(self.peak_rss, info.rss)
         self.peak_pss = max(self.peak_pss, getattr(info, "pss", info.rss))
         self.samples += 1
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self._sample()
-            except Exception:  # the process ended between two samples
-                continue
-
-    def __enter__(self) -> ProcessPeakSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
 
 def run_driver_job(

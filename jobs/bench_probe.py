@@ -63,7 +63,41 @@ def process_title(cmdline: list[str], role: str) -> str:
     return role
 
 
-class TreeProbe:
+class PeriodicSampler:
+    """Calls ``sample()`` every ``interval_s`` on a daemon thread while used as a context
+    manager; a failing sample (a process that just ended) is skipped. ``finish()`` runs once
+    after the thread stops."""
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """Runs after the last periodic sample; nothing by default."""
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.sample()
+            except Exception:
+                continue
+
+    def __enter__(self):  # noqa: ANN204 - returns the subclass
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        with contextlib.suppress(Exception):
+            self.finish()
+
+
+class TreeProbe(PeriodicSampler):
     """Samples a process tree every ``interval_s``: peak PSS (total, process, shared), CPU
     seconds per role, and, given ``rows_folder``, the rows durably written over time."""
 
@@ -72,18 +106,23 @@ class TreeProbe:
     ) -> None:
         import psutil
 
+        super().__init__(interval_s)
         self._root = psutil.Process(root_pid)
-        self._interval = interval_s
         self._rows_folder = rows_folder
         self._footers: dict[tuple[str, int], int] = {}
-        self._stop = threading.Event()
         self._started = time.perf_counter()
         self.peak_total = self.peak_process = self.peak_shared = 0
         self.samples = 0
         self.cpu_by_pid: dict[int, tuple[str, float]] = {}
         self.title_by_pid: dict[int, str] = {}
         self.rows_over_time: list[tuple[float, int]] = []
-        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def sample(self) -> None:
+        self._sample_tree()
+        self._sample_rows()
+
+    def finish(self) -> None:
+        self._sample_rows()  # the last rows, written after the last periodic sample
 
     def _sample_tree(self) -> None:
         import psutil
@@ -112,14 +151,6 @@ class TreeProbe:
         if not self.rows_over_time or rows != self.rows_over_time[-1][1]:
             self.rows_over_time.append((time.perf_counter() - self._started, rows))
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self._sample_tree()
-                self._sample_rows()
-            except Exception:
-                continue
-
     def cpu_seconds(self) -> dict[str, float]:
         """CPU seconds per role (as last sampled: a process's final half second may be
         missed), and their total."""
@@ -137,16 +168,6 @@ class TreeProbe:
             title = self.title_by_pid.get(pid, "?")
             out[title] = out.get(title, 0.0) + seconds
         return {k: round(v, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
-
-    def __enter__(self) -> TreeProbe:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-        with contextlib.suppress(Exception):
-            self._sample_rows()
 
 
 # Fewer observations than this inside the window (a short run written in a few blocks)
