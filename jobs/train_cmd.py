@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 
+import yaml
+from pydantic import ValidationError
+
 from model.checkpoint import CheckpointError
 from model.inference.devices import resolve_device
 from model.training.datasets import RefinerDataset, Stage1Dataset, load_coco_keypoints
 from model.training.loop import train
-from schemas.model import coarse_preset, refiner_preset
+from schemas.model import CoarseNetConfig, RefinerConfig, coarse_preset, refiner_preset
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +34,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--images", action="append", required=True, metavar="URI",
         help="image root of the matching --annotations (file_name is joined onto it)",
     )  # fmt: skip
-    parser.add_argument("--config", choices=["tiny", "paper"], default="tiny", help="size preset")
+    parser.add_argument(
+        "--config", choices=["tiny", "paper", "paper-256x256", "paper-384x384"], default="tiny",
+        help="size preset; paper-256x256 and paper-384x384 are refiner presets with the "
+        "paper's square crops",
+    )  # fmt: skip
+    parser.add_argument(
+        "--set", action="append", default=[], type=_config_override, metavar="FIELD=VALUE",
+        dest="overrides",
+        help="override one config field (VALUE is YAML: 0.3, off, [16, 8, 4]); repeatable. "
+        "Fields: schemas/model.py; e.g. --set msr=off --set mask_from=0.5",
+    )  # fmt: skip
     parser.add_argument(
         "--out", required=True, metavar="CKPT", help="checkpoint path or fsspec URI"
     )
@@ -70,6 +83,38 @@ def _workers(text: str) -> int | str:
     return int(text)
 
 
+def _config_override(text: str) -> tuple[str, object]:
+    """``--set FIELD=VALUE`` with VALUE parsed as YAML (safe loader)."""
+    field, sep, value = text.partition("=")
+    if not sep or not field.strip():
+        raise argparse.ArgumentTypeError(f"got {text!r}; expected FIELD=VALUE")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise argparse.ArgumentTypeError(f"got {text!r}: VALUE is not YAML ({exc})") from exc
+    if isinstance(parsed, bool) and value.strip().lower() not in ("true", "false"):
+        parsed = value.strip()  # YAML 1.1 reads off/on/no/yes as booleans: msr=off is a name
+    return field.strip(), tuple(parsed) if isinstance(parsed, list) else parsed
+
+
+def training_config(
+    network: str, preset: str, overrides: list[tuple[str, object]], batch_size: int | None
+) -> CoarseNetConfig | RefinerConfig:
+    """The preset's config with ``--set`` overrides and ``--batch-size`` applied.
+
+    Raises:
+        ValueError: an unknown preset for the network, an unknown field or an invalid value.
+    """
+    base = coarse_preset(preset) if network == "stage1" else refiner_preset(preset)  # type: ignore[arg-type]
+    changes = dict(overrides)
+    if batch_size is not None:
+        changes["batch_size"] = batch_size
+    try:
+        return base.model_validate({**base.model_dump(), **changes})
+    except ValidationError as exc:
+        raise ValueError(f"--set: invalid {network} config: {exc}") from exc
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Run ``detpose train``; returns the exit status."""
     if not logging.getLogger().handlers:
@@ -91,16 +136,12 @@ def run_train(args: argparse.Namespace) -> int:
             return 2
     try:
         device = resolve_device(args.device)
+        cfg = training_config(args.network, args.config, args.overrides, args.batch_size)
         records = [
             rec
             for annotations, images in zip(args.annotations, args.images, strict=True)
             for rec in load_coco_keypoints(annotations, images)
         ]
-        cfg = (
-            coarse_preset(args.config) if args.network == "stage1" else refiner_preset(args.config)
-        )
-        if args.batch_size is not None:
-            cfg = cfg.model_validate({**cfg.model_dump(), "batch_size": args.batch_size})
         dataset_type = Stage1Dataset if args.network == "stage1" else RefinerDataset
         dataset = dataset_type(records, cfg, augment=not args.no_augment, seed=args.seed)  # type: ignore[arg-type]
         steps = args.steps if args.steps is not None else cfg.default_steps

@@ -37,6 +37,15 @@ _CONFIG_TYPES: dict[str, type[CoarseNetConfig] | type[RefinerConfig]] = {
 # still refused (the configs forbid extra fields).
 #   stage1 top_k: proposals per image, now the job spec's proposals_per_image.
 _RETIRED_CONFIG_FIELDS: dict[str, tuple[str, ...]] = {"stage1": ("top_k",), "refiner": ()}
+# Config fields added later, with the value that reproduces the older checkpoints' networks
+# and training. A stored config that lacks a field gets this value, not today's default:
+#   refiner msr, structure_loss, mask_from (2026-11-26): before the paper's multi-scale MSR,
+#   association channels and masking as fine-tuning, the MSR regressed the final scale only,
+#   the neighbour terms added neighbouring keypoints' errors and masking ran all along.
+_LEGACY_CONFIG_VALUES: dict[str, dict[str, Any]] = {
+    "stage1": {},
+    "refiner": {"msr": "final", "structure_loss": "neighbours", "mask_from": 0.0},
+}
 
 
 class CheckpointError(ValueError):
@@ -214,6 +223,9 @@ def parse_checkpoint_bytes(
     retired = _RETIRED_CONFIG_FIELDS.get(kind, ()) if isinstance(kind, str) else ()
     if retired and isinstance(payload["config"], dict):
         payload["config"] = {k: v for k, v in payload["config"].items() if k not in retired}
+    legacy = _LEGACY_CONFIG_VALUES.get(kind, {}) if isinstance(kind, str) else {}
+    if legacy and isinstance(payload["config"], dict):
+        payload["config"] = {**legacy, **payload["config"]}
     return payload
 
 

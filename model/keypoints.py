@@ -41,6 +41,16 @@ SKELETON: tuple[tuple[int, int], ...] = (
     (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
 )  # fmt: skip
 
+# The three-joint chains of the structure-aware loss (paper §III-C3, Fig. 7, red lines):
+# shoulder-elbow-wrist and hip-knee-ankle, left then right; the middle joint is the elbow or
+# knee whose loss gets the three-way term.
+LIMB_TRIPLETS: tuple[tuple[int, int, int], ...] = (
+    (5, 7, 9),
+    (6, 8, 10),
+    (11, 13, 15),
+    (12, 14, 16),
+)
+
 # Left/right pairs swapped by a horizontal flip.
 FLIP_PAIRS: tuple[tuple[int, int], ...] = (
     (1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16),

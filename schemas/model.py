@@ -7,11 +7,20 @@ Presets: ``tiny`` trains on 2 CPU cores in minutes; ``paper`` matches the paper'
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PresetName = Literal["tiny", "paper"]
+RefinerPresetName = Literal["tiny", "paper", "paper-256x256", "paper-384x384"]
+# The refiner's multi-scale regression (MSR, paper §III-C2): 'multiscale' regresses heatmaps at
+# every supervised scale, each matched to its ground truth (the paper); 'final' regresses the
+# final scale only (DetPose before 2026-11-26); 'off' has no MSR (the last stack's output).
+MsrMode = Literal["multiscale", "final", "off"]
+# The refiner's loss per scale (paper eq. 2): 'associations' adds heatmap channels for adjacent
+# keypoints (M* > M) and elbow/knee triplets (the paper); 'neighbours' adds the neighbouring
+# keypoints' own errors (DetPose before 2026-11-26); 'keypoints' is the plain per-keypoint L2.
+StructureLoss = Literal["associations", "neighbours", "keypoints"]
 
 # Heatmaps, PAFs and detection maps all live at 1/4 of the network input, as in the hourglass.
 HEATMAP_STRIDE = 4
@@ -21,6 +30,11 @@ class _TrainingFields(BaseModel):
     """Augmentation and optimiser settings shared by both networks."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Fields that shape the network or the meaning of its outputs. A checkpoint resumes under a
+    # config that differs from its own only outside these (a new training phase, e.g. keypoint
+    # masking as fine-tuning); the subclasses name theirs.
+    ARCHITECTURE_FIELDS: ClassVar[frozenset[str]] = frozenset()
 
     flip_prob: float = Field(0.5, ge=0.0, le=1.0, description="Probability of a horizontal flip.")
     max_rotation_deg: float = Field(
@@ -50,6 +64,11 @@ class _TrainingFields(BaseModel):
 
 class CoarseNetConfig(_TrainingFields):
     """Stage 1, CoarsePoseNet: stacked hourglass trunk, detection branch and coarse-pose branch."""
+
+    ARCHITECTURE_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"input_size", "stride", "channels", "num_stacks", "hourglass_depth", "pose_channels",
+         "det_channels"}
+    )  # fmt: skip
 
     input_size: int = Field(
         512, ge=32, description="Side of the square, letterboxed network input, in pixels."
@@ -105,6 +124,11 @@ class CoarseNetConfig(_TrainingFields):
 class RefinerConfig(_TrainingFields):
     """Stage 3, the pose refinement sub-net (PRS): MSS hourglass stacks plus the MSR module."""
 
+    ARCHITECTURE_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"input_hw", "stride", "channels", "num_stacks", "hourglass_depth",
+         "supervision_strides", "msr_channels", "msr", "structure_loss"}
+    )  # fmt: skip
+
     input_hw: tuple[int, int] = Field(
         (256, 192), description="Person crop size (height, width) in pixels."
     )
@@ -117,11 +141,26 @@ class RefinerConfig(_TrainingFields):
         4, ge=1, le=6, description="Down-sampling levels inside each hourglass."
     )
     supervision_strides: tuple[int, ...] = Field(
-        (16, 8, 4),
+        (64, 32, 16, 8, 4),
         description="Crop strides of the up-sampling scales that get a 1x1 head and MSS "
-        "supervision, coarse to fine; must end with `stride` (the final heatmap scale).",
+        "supervision, coarse to fine; must end with `stride` (the final heatmap scale). The "
+        "paper supervises every deconv layer: stride * 2**k for k = hourglass_depth ... 0.",
+    )
+    msr: MsrMode = Field(
+        "multiscale",
+        description="Multi-scale regression: 'multiscale' (the paper) regresses heatmaps at "
+        "every supervised scale from all the last stack's scales, each matched to its ground "
+        "truth; 'final' regresses the final scale only; 'off' uses the last stack's output.",
     )
     msr_channels: int = Field(128, ge=8, description="Width of the multi-scale regression module.")
+    structure_loss: StructureLoss = Field(
+        "associations",
+        description="Loss at each scale (eq. 2): 'associations' (the paper) adds heatmap "
+        "channels for every skeleton pair and the elbow/knee triplets, each keypoint's term "
+        "adding its pairs' (and an elbow's or knee's triplet's) errors times alpha2; "
+        "'neighbours' adds the neighbouring keypoints' errors instead; 'keypoints' is the "
+        "plain per-keypoint L2.",
+    )
     box_padding: float = Field(
         1.25, ge=1.0, le=3.0, description="A crop covers the aspect-corrected box grown by this."
     )
@@ -145,6 +184,13 @@ class RefinerConfig(_TrainingFields):
         ge=0.0,
         le=1.0,
         description="Probability of keypoint duplication masking (keypoint patch onto background).",
+    )
+    mask_from: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Keypoint masking is a fine-tuning phase (paper §III-C4): it applies from "
+        "this fraction of the training steps on (0: the whole run; 1: never).",
     )
     mask_patch_frac: float = Field(
         0.12,
@@ -229,13 +275,16 @@ _REFINER_PRESETS: dict[str, dict] = {
         channels=256,
         num_stacks=4,
         hourglass_depth=4,
-        supervision_strides=(16, 8, 4),
+        supervision_strides=(64, 32, 16, 8, 4),
         msr_channels=128,
         learning_rate=2.5e-4,
         batch_size=32,
         default_steps=140_000,
     ),
 }
+# The paper's other refinement input sizes (§IV): square crops of 256 and 384 pixels.
+_REFINER_PRESETS["paper-256x256"] = {**_REFINER_PRESETS["paper"], "input_hw": (256, 256)}
+_REFINER_PRESETS["paper-384x384"] = {**_REFINER_PRESETS["paper"], "input_hw": (384, 384)}
 
 
 def coarse_preset(name: PresetName) -> CoarseNetConfig:
@@ -247,8 +296,8 @@ def coarse_preset(name: PresetName) -> CoarseNetConfig:
     return CoarseNetConfig(**_COARSE_PRESETS[name])
 
 
-def refiner_preset(name: PresetName) -> RefinerConfig:
-    """The refiner config called ``name`` (``tiny`` or ``paper``)."""
+def refiner_preset(name: RefinerPresetName) -> RefinerConfig:
+    """The refiner config called ``name`` (``tiny``, ``paper``, ``paper-256x256``, ``paper-384x384``)."""
     if name not in _REFINER_PRESETS:
         raise ValueError(
             f"got {name!r} for the refiner preset; expected one of {sorted(_REFINER_PRESETS)}"

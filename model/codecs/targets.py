@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from model.keypoints import SKELETON
+from model.keypoints import LIMB_TRIPLETS, SKELETON
 
 
 def gaussian_heatmaps(
@@ -98,3 +98,82 @@ def paf_targets(
         out[2 * l_idx] = (on * unit[:, 0, None, None]).sum(dim=0) / count
         out[2 * l_idx + 1] = (on * unit[:, 1, None, None]).sum(dim=0) / count
     return out.float()
+
+
+def num_association_channels(structure_loss: str) -> int:
+    """Extra heatmap channels of a structure-loss mode: the skeleton pairs and limb triplets
+    for ``'associations'`` (``M* - M``), none otherwise."""
+    return len(SKELETON) + len(LIMB_TRIPLETS) if structure_loss == "associations" else 0
+
+
+def _segment_distance2(
+    xs: torch.Tensor, ys: torch.Tensor, start: torch.Tensor, end: torch.Tensor
+) -> torch.Tensor:
+    """Squared distance of every pixel centre to the segment ``start -> end``.
+
+    Args:
+        xs: ``[1, W]`` and ys ``[H, 1]`` pixel-centre coordinates.
+        start, end: ``[P, 2]`` segment ends.
+
+    Returns:
+        ``[P, H, W]``.
+    """
+    vec = end - start  # [P, 2]
+    length2 = (vec**2).sum(dim=1).clamp(min=1e-12)
+    px = xs[None] - start[:, 0, None, None]
+    py = ys[None] - start[:, 1, None, None]
+    t = ((px * vec[:, 0, None, None] + py * vec[:, 1, None, None]) / length2[:, None, None]).clamp(
+        0.0, 1.0
+    )
+    return (px - t * vec[:, 0, None, None]) ** 2 + (py - t * vec[:, 1, None, None]) ** 2
+
+
+def association_heatmaps(
+    kpts_hm_xy: np.ndarray,
+    weights: np.ndarray,
+    out_hw: tuple[int, int],
+    sigma: float,
+    pairs: tuple[tuple[int, ...], ...] = SKELETON,
+    triplets: tuple[tuple[int, ...], ...] = LIMB_TRIPLETS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The structure-aware loss's extra channels (paper §III-C3: ``M* > M`` heatmaps).
+
+    An association of adjacent keypoints is drawn as a Gaussian ridge along the chain that
+    links them: ``exp(-d^2 / 2 sigma^2)`` with ``d`` the distance to the nearest segment of the
+    chain (one segment for a pair, two for a shoulder-elbow-wrist or hip-knee-ankle triplet).
+    It is drawn only where every keypoint of the chain is labelled; persons overlapping in a
+    channel take the maximum, as in :func:`gaussian_heatmaps`.
+
+    Args:
+        kpts_hm_xy: ``[P, K, 2]`` keypoints in heatmap pixels.
+        weights: ``[P, K]``; keypoints with weight ``<= 0`` are unlabelled.
+        out_hw: map ``(height, width)``.
+        sigma: ridge std in map pixels.
+        pairs: ``E`` keypoint pairs; triplets: ``T`` keypoint chains of three.
+
+    Returns:
+        ``([E + T, H, W] float32 maps in [0, 1], [E + T] float32 channel weights)``; a channel's
+        weight is 1 when some person has the whole chain labelled (for one person: when this
+        person has), else 0.
+    """
+    kpts = torch.as_tensor(np.asarray(kpts_hm_xy, dtype=np.float64)).reshape(
+        -1, np.shape(kpts_hm_xy)[-2], 2
+    )
+    present = torch.as_tensor(np.asarray(weights)).reshape(kpts.shape[:2]) > 0
+    height, width = out_hw
+    chains = (*pairs, *triplets)
+    maps = torch.zeros((len(chains), height, width), dtype=torch.float64)
+    chain_weights = torch.zeros(len(chains), dtype=torch.float32)
+    ys = torch.arange(height, dtype=torch.float64)[:, None]
+    xs = torch.arange(width, dtype=torch.float64)[None, :]
+    for c, chain in enumerate(chains):
+        labelled = present[:, list(chain)].all(dim=1)  # [P]
+        if not labelled.any():
+            continue
+        ends = kpts[labelled][:, list(chain)]  # [V, len(chain), 2]
+        d2 = torch.stack(
+            [_segment_distance2(xs, ys, ends[:, j], ends[:, j + 1]) for j in range(len(chain) - 1)]
+        ).amin(dim=0)  # [V, H, W]
+        maps[c] = torch.exp(-d2 / (2.0 * sigma**2)).amax(dim=0)
+        chain_weights[c] = 1.0
+    return maps.float(), chain_weights

@@ -27,7 +27,7 @@ from model.codecs.image import (
     to_network_input,
     warp_normalised_crops,
 )
-from model.codecs.targets import gaussian_heatmaps, paf_targets
+from model.codecs.targets import association_heatmaps, gaussian_heatmaps, paf_targets
 from model.keypoints import NUM_KEYPOINTS
 from model.training.augment import (
     IDENTITY_AUGMENT,
@@ -224,12 +224,31 @@ class Stage1Dataset(_AugmentedImages):
         }
 
 
+class SampleKey(NamedTuple):
+    """A sample index tagged with how far training is (``step / total steps``, in [0, 1)).
+
+    The training loop's sampler hands these to datasets that schedule augmentation by the
+    training phase (:attr:`RefinerDataset.takes_progress`).
+    """
+
+    index: int
+    progress: float
+
+
 class RefinerDataset(_AugmentedImages):
     """Person crops with multi-scale refiner targets, one item per annotated person.
 
-    Items are dicts: ``crop [3, H, W]`` normalised; ``weight [17]`` (1 where labelled and inside
-    the crop); ``heatmaps_s{stride} [17, H/stride, W/stride]`` for each supervised stride.
+    Items are dicts: ``crop [3, H, W]`` normalised; ``weight [M*]`` (a keypoint's: 1 where
+    labelled and inside the crop; an association's: 1 where its whole chain is);
+    ``heatmaps_s{stride} [M*, H/stride, W/stride]`` for each supervised stride: the 17
+    keypoint Gaussians, then (``structure_loss: associations``) the pair and triplet ridges.
+
+    Keypoint masking is a fine-tuning phase: an item looked up by a :class:`SampleKey` is
+    masked only when its ``progress`` has reached ``cfg.mask_from``; a plain index counts as
+    fully trained (masking on when augmenting).
     """
+
+    takes_progress = True
 
     def __init__(
         self,
@@ -250,14 +269,15 @@ class RefinerDataset(_AugmentedImages):
     def __len__(self) -> int:
         return len(self.persons)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, key: int | SampleKey) -> dict[str, torch.Tensor]:
         cfg = self.cfg
+        index, progress = key if isinstance(key, SampleKey) else (key, 1.0)
         image_idx, person = self.persons[index]
         rec = self.records[image_idx]
         image = self.cache.get(rec.uri)
         box = rec.boxes_xyxy[person]
         kpts = rec.kpts_xyv[person]
-        if self.augment:
+        if self.augment and progress >= cfg.mask_from:
             labelled = rec.kpts_xyv[rec.kpts_xyv[..., 2] > 0][:, :2]
             patch = max(2, round(cfg.mask_patch_frac * max(box[2] - box[0], box[3] - box[1])))
             image, _ = mask_keypoints(
@@ -280,11 +300,20 @@ class RefinerDataset(_AugmentedImages):
         )[0]
         kpts_crop = transform_keypoints(affine, kpts[None], params.flip, cfg.input_hw)[0]
         weight = (kpts_crop[:, 2] > 0).astype(np.float32)
-        item = {"crop": crop, "weight": torch.from_numpy(weight)}
+        associations = cfg.structure_loss == "associations"
         height, width = cfg.input_hw
+        weights, item = [torch.from_numpy(weight)], {"crop": crop}
         for stride in cfg.supervision_strides:
             coords = input_to_heatmap(kpts_crop[None, :, :2], stride)
-            item[f"heatmaps_s{stride}"] = gaussian_heatmaps(
-                coords, weight[None], (height // stride, width // stride), cfg.heatmap_sigma
-            )
+            out_hw = (height // stride, width // stride)
+            maps = gaussian_heatmaps(coords, weight[None], out_hw, cfg.heatmap_sigma)
+            if associations:
+                ridges, chain_weight = association_heatmaps(
+                    coords, weight[None], out_hw, cfg.heatmap_sigma
+                )
+                maps = torch.cat([maps, ridges])
+                if len(weights) == 1:
+                    weights.append(chain_weight)
+            item[f"heatmaps_s{stride}"] = maps
+        item["weight"] = torch.cat(weights)
         return item

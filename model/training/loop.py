@@ -29,7 +29,8 @@ from model.checkpoint import (
     read_checkpoint_dict,
     save_checkpoint,
 )
-from model.training.losses import proposal_loss, refiner_loss
+from model.training.datasets import SampleKey
+from model.training.losses import proposal_loss, refiner_loss, structure_neighbours
 from schemas.model import CoarseNetConfig, RefinerConfig
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,14 @@ def refiner_losses(
     """Forward a refiner batch (see :class:`model.training.datasets.RefinerDataset`) and return its loss terms."""
     out = model(batch["crop"])
     targets = [batch[f"heatmaps_s{s}"] for s in cfg.supervision_strides]
-    return refiner_loss(out.heatmaps, out.scale_heatmaps, targets, batch["weight"], cfg.alpha2)
+    return refiner_loss(
+        out.scale_heatmaps,
+        out.msr_heatmaps,
+        targets,
+        batch["weight"],
+        cfg.alpha2,
+        structure_neighbours(cfg.structure_loss),
+    )
 
 
 def loss_function(kind: CheckpointKind) -> LossFn:
@@ -148,28 +156,44 @@ def cpu_threads_beside_workers(device: torch.device, num_workers: int) -> Iterat
         torch.set_num_threads(before)
 
 
-class _ShuffledBatchIndices(Sampler[list[int]]):
+class _ShuffledBatchIndices(Sampler[list[Any]]):
     """Index batches of endless reshuffled epochs.
 
     A short last batch of an epoch is dropped unless the dataset is smaller than a batch.
     One endless sampler (not one loader pass per epoch) keeps the workers' prefetch running
     across epoch boundaries, which matters when an epoch is only a few batches.
+    With ``phases = (first_step, total_steps)`` every index is a :class:`SampleKey` carrying
+    the training progress of the step its batch feeds, so a dataset can switch augmentation
+    by phase (keypoint masking as fine-tuning) although its workers load batches ahead.
     """
 
-    def __init__(self, size: int, batch_size: int, generator: torch.Generator) -> None:
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        generator: torch.Generator,
+        phases: tuple[int, int] | None = None,
+    ) -> None:
         self.size = size
         self.batch_size = batch_size
         self.generator = generator
+        self.phases = phases
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[Any]]:
         drop_last = self.size > self.batch_size
+        step, total = self.phases or (0, 0)
         while True:
             order = torch.randperm(self.size, generator=self.generator).tolist()
             for start in range(0, self.size, self.batch_size):
                 indices = order[start : start + self.batch_size]
                 if drop_last and len(indices) < self.batch_size:
                     break
-                yield indices
+                if self.phases is not None:
+                    progress = step / total
+                    yield [SampleKey(i, progress) for i in indices]
+                    step += 1
+                else:
+                    yield indices
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -200,15 +224,22 @@ def batch_to_device(
 
 
 def device_batches(
-    dataset: Dataset, batch_size: int, seed: int, device: torch.device, num_workers: int
+    dataset: Dataset,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    num_workers: int,
+    steps: tuple[int, int] | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Shuffled batches forever, on ``device``, loaded by ``num_workers`` worker processes.
 
     The batch order depends on ``seed`` only (not on ``num_workers``). Workers are started on
-    the first ``next`` and stopped when the generator is closed.
+    the first ``next`` and stopped when the generator is closed. ``steps = (first step, total
+    steps)`` tags the samples with their training progress for datasets that take it.
     """
     generator = torch.Generator().manual_seed(seed)
-    sampler = _ShuffledBatchIndices(len(dataset), batch_size, generator)  # type: ignore[arg-type]
+    phases = steps if getattr(dataset, "takes_progress", False) else None
+    sampler = _ShuffledBatchIndices(len(dataset), batch_size, generator, phases)  # type: ignore[arg-type]
     workers: dict[str, Any] = {}
     if num_workers > 0:
         # No persistent_workers: the sampler is endless, so one iterator lives for the whole
@@ -263,6 +294,36 @@ def training_step(
     losses["total"].backward()
     optimizer.step()
     return {name: value.detach() for name, value in losses.items()}
+
+
+def resumable_changes(
+    name: str, payload: dict[str, Any], kind: CheckpointKind, cfg: CoarseNetConfig | RefinerConfig
+) -> dict[str, list[Any]]:
+    """The training settings ``cfg`` changes against a checkpoint it may resume from.
+
+    Returns:
+        ``{field: [stored value, new value]}`` for the changed fields; empty when none changed.
+
+    Raises:
+        CheckpointError: the checkpoint is of another kind, or ``cfg`` changes a field of
+            ``cfg.ARCHITECTURE_FIELDS`` (another network: it cannot continue this one).
+    """
+    if payload["kind"] != kind:
+        raise CheckpointError(
+            f"{name}: cannot resume a {kind} run from it: it holds a {payload['kind']} "
+            "checkpoint; choose a new output path or turn resuming off"
+        )
+    new = cfg.model_dump(mode="json")
+    stored = payload["config"]
+    changed = {k: [stored.get(k), v] for k, v in new.items() if stored.get(k) != v}
+    architecture = sorted(set(changed) & cfg.ARCHITECTURE_FIELDS)
+    if architecture or set(stored) - set(new):
+        raise CheckpointError(
+            f"{name}: cannot resume a {kind} run from it: its network differs "
+            f"({', '.join(architecture or sorted(set(stored) - set(new)))}); choose a new "
+            "output path or turn resuming off"
+        )
+    return changed
 
 
 def _exists(uri: str) -> bool:
@@ -328,15 +389,19 @@ def train(
     }
     if resume and _exists(out_name):
         payload = read_checkpoint_dict(out_name)
-        if payload["kind"] != kind or payload["config"] != cfg.model_dump(mode="json"):
-            raise CheckpointError(
-                f"{out_name}: cannot resume a {kind} run from it: it holds a {payload['kind']} "
-                "checkpoint whose config differs; choose a new output path or turn resuming off"
-            )
+        changed = resumable_changes(out_name, payload, kind, cfg)
         model.load_state_dict(payload["state_dict"])
         if "optimizer" in payload:
             optimizer.load_state_dict(payload["optimizer"])
         record.update(payload["record"])
+        if changed:
+            # A new training phase (e.g. keypoint masking as fine-tuning): same network, other
+            # training settings from this step on; the record keeps the history.
+            record["phases"] = [*record.get("phases", []), {"step": record["steps"], **changed}]
+            logger.info(
+                "new %s training phase from step %d: %s", kind, record["steps"],
+                ", ".join(f"{k} {v[0]!r} -> {v[1]!r}" for k, v in changed.items()),
+            )  # fmt: skip
         logger.info("resuming %s from %s at step %d", kind, out_name, record["steps"])
     place_model(model, device)
     # Move restored optimiser state next to the parameters.
@@ -346,7 +411,9 @@ def train(
                 state[key] = value.to(device)
     loss_fn = loss_function(kind)
     start_step = int(record["steps"])
-    batches = device_batches(dataset, cfg.batch_size, seed + start_step, device, workers)
+    batches = device_batches(
+        dataset, cfg.batch_size, seed + start_step, device, workers, (start_step, steps)
+    )
     model.train()
     window: dict[str, list[torch.Tensor]] = {}
     started = time.monotonic()

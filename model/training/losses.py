@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from model.keypoints import NUM_KEYPOINTS, SKELETON
+from model.keypoints import LIMB_TRIPLETS, NUM_KEYPOINTS, SKELETON
 
 # CenterNet's penalty-reduced focal loss exponents.
 _FOCAL_ALPHA = 2.0
@@ -22,11 +22,11 @@ _FOCAL_BETA = 4.0
 def skeleton_neighbours(
     skeleton: Sequence[tuple[int, int]] = SKELETON, num_keypoints: int = NUM_KEYPOINTS
 ) -> tuple[tuple[int, ...], ...]:
-    """``N(n)`` of eq. 2: each keypoint's neighbours on the skeleton graph (Fig. 7).
+    """Each keypoint's neighbouring keypoints on the skeleton graph (``structure_loss: neighbours``).
 
-    On the COCO skeleton an elbow's neighbours are its shoulder and wrist and a knee's are its
-    hip and ankle, so their terms are the paper's triplets (shoulder-elbow-wrist,
-    hip-knee-ankle); a wrist or ankle has one neighbour (a pair).
+    The neighbour terms then add other keypoints' own errors, which amounts to weighting each
+    keypoint by its degree (a shoulder counts 3x, a wrist 1.5x at alpha2 = 0.5): DetPose's
+    reading of eq. 2 before association channels existed, kept selectable.
 
     Returns:
         ``num_keypoints`` sorted tuples of keypoint indices.
@@ -38,24 +38,64 @@ def skeleton_neighbours(
     return tuple(tuple(sorted(n)) for n in neighbours)
 
 
-def _neighbour_matrix(neighbours: Sequence[Sequence[int]], device: torch.device) -> torch.Tensor:
-    """``[K, K]`` with entry ``(n, n')`` = 1 when ``n'`` is in ``N(n)``."""
-    mat = torch.zeros((len(neighbours), len(neighbours)), device=device)
+def association_neighbours(
+    pairs: Sequence[tuple[int, ...]] = SKELETON,
+    triplets: Sequence[tuple[int, ...]] = LIMB_TRIPLETS,
+    num_keypoints: int = NUM_KEYPOINTS,
+) -> tuple[tuple[int, ...], ...]:
+    """``N(n)`` of eq. 2 over the ``M*`` heatmap channels (paper §III-C3, Fig. 7).
+
+    Channels ``0 .. M-1`` are the keypoints, ``M + e`` the pair ``pairs[e]``, ``M + E + t`` the
+    triplet ``triplets[t]`` (see :func:`model.codecs.targets.association_heatmaps`). A keypoint's
+    neighbours are the association channels of the pairs it belongs to, plus, for the middle
+    joint of a triplet (an elbow or knee), that triplet: the three-way term.
+
+    Returns:
+        ``num_keypoints`` sorted tuples of channel indices.
+    """
+    neighbours: list[set[int]] = [set() for _ in range(num_keypoints)]
+    for e, pair in enumerate(pairs):
+        for n in pair:
+            neighbours[n].add(num_keypoints + e)
+    for t, (_, middle, _) in enumerate(triplets):
+        neighbours[middle].add(num_keypoints + len(pairs) + t)
+    return tuple(tuple(sorted(n)) for n in neighbours)
+
+
+def structure_neighbours(structure_loss: str) -> tuple[tuple[int, ...], ...]:
+    """``N(n)`` for a ``RefinerConfig.structure_loss`` mode (empty for ``'keypoints'``)."""
+    if structure_loss == "associations":
+        return association_neighbours()
+    if structure_loss == "neighbours":
+        return skeleton_neighbours()
+    if structure_loss == "keypoints":
+        return tuple(() for _ in range(NUM_KEYPOINTS))
+    raise ValueError(
+        f"got {structure_loss!r} for structure_loss; expected 'associations', 'neighbours' or "
+        "'keypoints'"
+    )
+
+
+def _neighbour_matrix(
+    neighbours: Sequence[Sequence[int]], num_channels: int, device: torch.device
+) -> torch.Tensor:
+    """``[M, M*]`` with entry ``(n, c)`` = 1 when channel ``c`` is in ``N(n)``."""
+    mat = torch.zeros((len(neighbours), num_channels), device=device)
     for n, ns in enumerate(neighbours):
         mat[n, list(ns)] = 1.0
     return mat
 
 
 def per_keypoint_l2(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Per-keypoint heatmap error: pixel-mean squared error times the visibility weight.
+    """Per-channel heatmap error: pixel-mean squared error times the channel's weight.
 
     Args:
-        pred: ``[B, K, H, W]``.
-        target: ``[B, K, H, W]``.
-        weight: ``[B, K]``.
+        pred: ``[B, C, H, W]``.
+        target: ``[B, C, H, W]``.
+        weight: ``[B, C]``.
 
     Returns:
-        ``[B, K]``.
+        ``[B, C]``.
     """
     return ((pred.float() - target.float()) ** 2).mean(dim=(2, 3)) * weight.float()
 
@@ -69,29 +109,37 @@ def structure_aware_loss(
 ) -> torch.Tensor:
     """Eq. 2: ``1/M sum_n (d_n + alpha2 * sum_{n' in N(n)} d_n')``, averaged over the batch.
 
-    ``d_n`` is :func:`per_keypoint_l2`. With ``alpha2 = 0`` this is the mean per-keypoint L2.
+    ``d_c`` is :func:`per_keypoint_l2` of channel ``c``; the sum runs over the ``M`` keypoints
+    (``len(neighbours)``), whose neighbours may be any of the ``M*`` channels (association
+    channels: :func:`association_neighbours`). With ``alpha2 = 0`` this is the mean L2 of the
+    keypoint channels.
 
     Args:
-        pred: ``[B, K, H, W]`` predicted heatmaps.
-        target: ``[B, K, H, W]`` ground-truth heatmaps.
-        weight: ``[B, K]`` visibility weights.
+        pred: ``[B, M*, H, W]`` predicted heatmaps.
+        target: ``[B, M*, H, W]`` ground-truth heatmaps.
+        weight: ``[B, M*]`` channel weights (visibility; a chain's weight for associations).
         alpha2: weight of the neighbour terms.
-        neighbours: ``N(n)`` for each keypoint; default :func:`skeleton_neighbours`.
+        neighbours: ``N(n)`` for each of the ``M`` keypoints; default
+            :func:`skeleton_neighbours` (then ``M* = M``).
 
     Returns:
         Scalar loss.
     """
-    d = per_keypoint_l2(pred, target, weight)  # [B, K]
+    d = per_keypoint_l2(pred, target, weight)  # [B, M*]
+    num_keypoints = len(neighbours) if neighbours is not None else d.shape[1]
+    keypoint_terms = d[:, :num_keypoints]
     if alpha2 == 0.0:
-        return d.mean()
+        return keypoint_terms.mean()
     if neighbours is None:
-        neighbours = skeleton_neighbours()
-    if len(neighbours) != d.shape[1]:
+        neighbours = skeleton_neighbours(num_keypoints=d.shape[1])
+    if num_keypoints > d.shape[1] or any(c >= d.shape[1] for ns in neighbours for c in ns):
         raise ValueError(
-            f"[internal] {d.shape[1]} heatmap channels but {len(neighbours)} neighbour lists"
+            f"[internal] {d.shape[1]} heatmap channels do not hold {num_keypoints} keypoints "
+            "and their neighbour channels"
         )
-    neighbour_sum = d @ _neighbour_matrix(neighbours, d.device).T  # [B, K]: sum_{n' in N(n)} d_n'
-    return (d + alpha2 * neighbour_sum).mean()
+    matrix = _neighbour_matrix(neighbours, d.shape[1], d.device)
+    neighbour_sum = d @ matrix.T  # [B, M]: sum_{n' in N(n)} d_n'
+    return (keypoint_terms + alpha2 * neighbour_sum).mean()
 
 
 def multiscale_loss(
@@ -99,14 +147,16 @@ def multiscale_loss(
     targets: Sequence[torch.Tensor],
     weight: torch.Tensor,
     alpha2: float,
+    neighbours: Sequence[Sequence[int]] | None = None,
 ) -> torch.Tensor:
     """Eq. 1: ``L_MSS = 1/S sum_s L_SA(K^(s), K~^(s))`` over ``S`` matched scales.
 
     Args:
-        preds: ``S`` predicted heatmaps ``[B, K, H_s, W_s]``.
+        preds: ``S`` predicted heatmaps ``[B, M*, H_s, W_s]``.
         targets: ``S`` targets of the same shapes.
-        weight: ``[B, K]`` visibility weights (the same at every scale).
+        weight: ``[B, M*]`` channel weights (the same at every scale).
         alpha2: eq. 2's neighbour weight.
+        neighbours: eq. 2's ``N(n)`` (see :func:`structure_aware_loss`).
 
     Returns:
         Scalar loss.
@@ -116,29 +166,38 @@ def multiscale_loss(
             f"[internal] {len(preds)} predicted scales for {len(targets)} target scales"
         )
     losses = [
-        structure_aware_loss(p, t, weight, alpha2) for p, t in zip(preds, targets, strict=True)
+        structure_aware_loss(p, t, weight, alpha2, neighbours)
+        for p, t in zip(preds, targets, strict=True)
     ]
     return torch.stack(losses).mean()
 
 
 def refiner_loss(
-    final: torch.Tensor,
     scale_heatmaps: Sequence[torch.Tensor],
+    msr_heatmaps: Sequence[torch.Tensor],
     scale_targets: Sequence[torch.Tensor],
     weight: torch.Tensor,
     alpha2: float,
+    neighbours: Sequence[Sequence[int]] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """PRS loss: L_MSS of every stack (intermediate supervision) plus L_SA of the MSR output.
+    """PRS loss: L_MSS of every stack (intermediate supervision) plus the MSR's loss.
+
+    The MSR's heatmaps are matched to the targets of their scales, ``sum_s L_SA``: all ``S`` of
+    them (``msr: multiscale``), the final one (``final``), or none (``off``: the term is 0).
 
     Args:
-        final: ``[B, K, H/4, W/4]`` MSR heatmaps.
         scale_heatmaps: stack-major, coarse-to-fine MSS heatmaps (``RefinerOutput.scale_heatmaps``).
-        scale_targets: ``S`` targets, coarse to fine; the last one matches ``final``.
-        weight: ``[B, K]``.
+        msr_heatmaps: the MSR's heatmaps, coarse to fine (``RefinerOutput.msr_heatmaps``).
+        scale_targets: ``S`` targets ``[B, M*, H_s, W_s]``, coarse to fine.
+        weight: ``[B, M*]``.
         alpha2: eq. 2's neighbour weight.
+        neighbours: eq. 2's ``N(n)`` (see :func:`structure_aware_loss`).
 
     Returns:
-        ``{"mss", "msr", "total"}`` scalars; ``total = mean over stacks of L_MSS + L_SA(final)``.
+        ``{"mss", "msr", "total"}`` scalars; ``total = mean over stacks of L_MSS + MSR term``.
+
+    Raises:
+        ValueError: ``[internal]`` the heatmaps are not whole stacks of the targets' scales.
     """
     num_scales = len(scale_targets)
     if num_scales == 0 or len(scale_heatmaps) % num_scales:
@@ -146,8 +205,25 @@ def refiner_loss(
             f"[internal] {len(scale_heatmaps)} scale heatmaps are not whole stacks of {num_scales}"
         )
     stacks = [scale_heatmaps[i : i + num_scales] for i in range(0, len(scale_heatmaps), num_scales)]
-    mss = torch.stack([multiscale_loss(s, scale_targets, weight, alpha2) for s in stacks]).mean()
-    msr = structure_aware_loss(final, scale_targets[-1], weight, alpha2)
+    mss = torch.stack(
+        [multiscale_loss(s, scale_targets, weight, alpha2, neighbours) for s in stacks]
+    ).mean()
+    if len(msr_heatmaps) not in (0, 1, num_scales):
+        raise ValueError(
+            f"[internal] {len(msr_heatmaps)} MSR outputs for {num_scales} supervised scales"
+        )
+    # Summed over the MSR's scales, not averaged as eq. 1 averages the MSS's: the final
+    # scale keeps the full weight a single-output regression has and the coarser scales add
+    # their own matching terms (the paper does not weight them; averaging halved the tiny
+    # refiner's convergence on its training keypoints, docs/models.md).
+    targets = scale_targets[num_scales - len(msr_heatmaps) :]
+    msr = sum(
+        (
+            structure_aware_loss(p, t, weight, alpha2, neighbours)
+            for p, t in zip(msr_heatmaps, targets, strict=True)
+        ),
+        torch.zeros((), device=mss.device),
+    )
     return {"mss": mss, "msr": msr, "total": mss + msr}
 
 

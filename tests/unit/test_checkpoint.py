@@ -16,6 +16,8 @@ from model.checkpoint import (
     read_checkpoint_dict,
     save_checkpoint,
 )
+from model.codecs.targets import num_association_channels
+from model.keypoints import NUM_KEYPOINTS
 from model.nets.refine_net import PoseRefinementNet
 from model.training.loop import train
 from schemas.model import CoarseNetConfig, RefinerConfig, coarse_preset, refiner_preset
@@ -163,9 +165,13 @@ def _random_refiner_items(cfg: RefinerConfig, count: int) -> list[dict[str, torc
     height, width = cfg.input_hw
     items = []
     for _ in range(count):
-        item = {"crop": torch.randn(3, height, width, generator=gen), "weight": torch.ones(17)}
+        channels = NUM_KEYPOINTS + num_association_channels(cfg.structure_loss)
+        item = {
+            "crop": torch.randn(3, height, width, generator=gen),
+            "weight": torch.ones(channels),
+        }
         for s in cfg.supervision_strides:
-            item[f"heatmaps_s{s}"] = torch.rand(17, height // s, width // s, generator=gen)
+            item[f"heatmaps_s{s}"] = torch.rand(channels, height // s, width // s, generator=gen)
         items.append(item)
     return items
 
@@ -182,6 +188,36 @@ def test_training_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     assert resumed["first_losses"] == first["first_losses"]
     payload = torch.load(path, weights_only=True)
     assert payload["optimizer"]["state"], "the optimiser state travels with the checkpoint"
-    other = cfg.model_copy(update={"alpha2": 0.25})
-    with pytest.raises(CheckpointError, match="cannot resume"):
+    other = cfg.model_copy(update={"msr": "off"})
+    with pytest.raises(CheckpointError, match=r"cannot resume .* network differs \(msr\)"):
         train("refiner", other, items, 4, path)
+
+
+def test_a_changed_training_setting_resumes_as_a_new_phase(tmp_path: Path) -> None:
+    # Keypoint masking as fine-tuning (paper §III-C4) can be a second run on the same
+    # checkpoint with other training settings; the record keeps where each phase began.
+    cfg = refiner_preset("tiny").model_copy(update={"batch_size": 2, "mask_background_prob": 0.0})
+    items = _random_refiner_items(cfg, 2)
+    path = tmp_path / "run.pt"
+    train("refiner", cfg, items, 2, path, log_every=1)
+    finetune = cfg.model_copy(update={"mask_background_prob": 0.3, "learning_rate": 1e-4})
+    record = train("refiner", finetune, items, 3, path, log_every=1)
+    assert record["steps"] == 3
+    assert record["phases"] == [
+        {"step": 2, "learning_rate": [cfg.learning_rate, 1e-4], "mask_background_prob": [0.0, 0.3]}
+    ]
+    assert read_checkpoint_dict(path)["config"]["mask_background_prob"] == 0.3
+
+
+def test_older_refiner_checkpoints_load_with_the_design_they_were_trained_with() -> None:
+    # The bundled demonstration refiner predates the multi-scale MSR and association channels.
+    payload = read_checkpoint_dict(BUNDLED["refiner"])
+    assert (
+        payload["config"]["msr"] == "final" and payload["config"]["structure_loss"] == "neighbours"
+    )
+    model, cfg, _ = load_checkpoint(BUNDLED["refiner"], "refiner")
+    assert isinstance(cfg, RefinerConfig) and cfg.mask_from == 0.0
+    height, width = cfg.input_hw
+    out = model(torch.zeros(1, 3, height, width))
+    assert out.heatmaps.shape == (1, NUM_KEYPOINTS, height // 4, width // 4)
+    assert [tuple(h.shape[1:2]) for h in out.msr_heatmaps] == [(NUM_KEYPOINTS,)]

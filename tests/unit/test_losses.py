@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from model.keypoints import KEYPOINT_NAMES, NUM_KEYPOINTS
+from model.keypoints import KEYPOINT_NAMES, LIMB_TRIPLETS, NUM_KEYPOINTS, SKELETON
 from model.training.losses import (
+    association_neighbours,
     detection_loss,
     focal_loss,
     multiscale_loss,
@@ -17,6 +18,7 @@ from model.training.losses import (
     refiner_loss,
     skeleton_neighbours,
     structure_aware_loss,
+    structure_neighbours,
 )
 
 IDX = {name: i for i, name in enumerate(KEYPOINT_NAMES)}
@@ -58,16 +60,57 @@ def test_invisible_keypoints_do_not_count() -> None:
     assert loss.item() == pytest.approx(0.5)
 
 
-def test_elbows_and_knees_get_triplets_on_the_coco_skeleton() -> None:
+def test_legacy_neighbour_terms_are_the_neighbouring_keypoints() -> None:
     neighbours = skeleton_neighbours()
     for side in ("left", "right"):
         assert set(neighbours[IDX[f"{side}_elbow"]]) == {
             IDX[f"{side}_shoulder"],
             IDX[f"{side}_wrist"],
         }
-        assert set(neighbours[IDX[f"{side}_knee"]]) == {IDX[f"{side}_hip"], IDX[f"{side}_ankle"]}
         assert neighbours[IDX[f"{side}_wrist"]] == (IDX[f"{side}_elbow"],)
-        assert neighbours[IDX[f"{side}_ankle"]] == (IDX[f"{side}_knee"],)
+
+
+def test_association_neighbours_are_pairs_plus_elbow_and_knee_triplets() -> None:
+    neighbours = association_neighbours()
+    assert len(neighbours) == NUM_KEYPOINTS
+    pair_channel = {frozenset(p): NUM_KEYPOINTS + e for e, p in enumerate(SKELETON)}
+    triplet_channel = {t[1]: NUM_KEYPOINTS + len(SKELETON) + i for i, t in enumerate(LIMB_TRIPLETS)}
+    for side in ("left", "right"):
+        shoulder, elbow, wrist = (IDX[f"{side}_{j}"] for j in ("shoulder", "elbow", "wrist"))
+        hip, knee, ankle = (IDX[f"{side}_{j}"] for j in ("hip", "knee", "ankle"))
+        # an elbow: its two pairs and the shoulder-elbow-wrist triplet (the three-way term)
+        assert set(neighbours[elbow]) == {
+            pair_channel[frozenset((shoulder, elbow))],
+            pair_channel[frozenset((elbow, wrist))],
+            triplet_channel[elbow],
+        }
+        assert set(neighbours[knee]) == {
+            pair_channel[frozenset((hip, knee))],
+            pair_channel[frozenset((knee, ankle))],
+            triplet_channel[knee],
+        }
+        # a wrist or ankle: its one pair, no triplet
+        assert neighbours[wrist] == (pair_channel[frozenset((elbow, wrist))],)
+        assert neighbours[ankle] == (pair_channel[frozenset((knee, ankle))],)
+    # every neighbour is an association channel, never another keypoint's own heatmap
+    assert all(c >= NUM_KEYPOINTS for ns in neighbours for c in ns)
+    triplet_members = [
+        n for n, ns in enumerate(neighbours) if set(ns) & set(triplet_channel.values())
+    ]
+    assert sorted(triplet_members) == sorted(t[1] for t in LIMB_TRIPLETS)
+    assert structure_neighbours("keypoints") == tuple(() for _ in range(NUM_KEYPOINTS))
+
+
+def test_structure_aware_loss_with_association_channels_hand_computed() -> None:
+    # 2 keypoints + 1 association channel; d = (1, 4, 9) against zero predictions.
+    target = torch.tensor([[[[1.0]], [[2.0]], [[3.0]]]])
+    pred, weight = torch.zeros_like(target), torch.ones(1, 3)
+    neighbours = ((2,), (2,))  # both keypoints belong to the pair in channel 2
+    # 1/M sum_n (d_n + a2 * d_2) = 1/2 [(1 + .5*9) + (4 + .5*9)] = 7
+    assert structure_aware_loss(pred, target, weight, 0.5, neighbours).item() == pytest.approx(7.0)
+    # an unlabelled chain (weight 0) adds nothing: 1/2 (1 + 4)
+    weight[0, 2] = 0.0
+    assert structure_aware_loss(pred, target, weight, 0.5, neighbours).item() == pytest.approx(2.5)
 
 
 def test_multiscale_loss_averages_over_scales() -> None:
@@ -80,16 +123,22 @@ def test_multiscale_loss_averages_over_scales() -> None:
     assert loss.item() == pytest.approx((1.0 + 9.0) / 2)
 
 
-def test_refiner_loss_adds_every_stacks_mss_and_the_msr_term() -> None:
+def test_refiner_loss_adds_every_stacks_mss_and_the_msr_term_at_every_scale() -> None:
     weight = torch.ones(1, 2)
     targets = [torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 4, 4)]
     stack1 = [torch.full((1, 2, 2, 2), 1.0), torch.full((1, 2, 4, 4), 1.0)]  # L_MSS = 1
     stack2 = [torch.full((1, 2, 2, 2), 2.0), torch.full((1, 2, 4, 4), 2.0)]  # L_MSS = 4
-    final = torch.full((1, 2, 4, 4), 0.5)  # L_SA = 0.25
-    out = refiner_loss(final, stack1 + stack2, targets, weight, alpha2=0.0)
+    # MSR matched at each scale (paper): L_SA 0.25 at the coarse scale, 1 at the fine one
+    msr = [torch.full((1, 2, 2, 2), 0.5), torch.full((1, 2, 4, 4), 1.0)]
+    out = refiner_loss(stack1 + stack2, msr, targets, weight, alpha2=0.0)
     assert out["mss"].item() == pytest.approx(2.5)
-    assert out["msr"].item() == pytest.approx(0.25)
-    assert out["total"].item() == pytest.approx(2.75)
+    assert out["msr"].item() == pytest.approx(0.25 + 1.0)  # summed over the MSR's scales
+    assert out["total"].item() == pytest.approx(2.5 + 1.25)
+    # msr: final matches the final scale only; msr: off adds nothing
+    final_only = refiner_loss(stack1 + stack2, msr[-1:], targets, weight, alpha2=0.0)
+    assert final_only["msr"].item() == pytest.approx(1.0)
+    off = refiner_loss(stack1 + stack2, [], targets, weight, alpha2=0.0)
+    assert off["msr"].item() == 0.0 and off["total"].item() == pytest.approx(2.5)
 
 
 def test_focal_loss_known_values() -> None:

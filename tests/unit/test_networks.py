@@ -77,8 +77,68 @@ def test_tiny_refiner_outputs_every_supervised_scale(training: bool) -> None:
     out = net(torch.randn(3, 3, height, width))
     assert isinstance(out, RefinerOutput)
     assert out.heatmaps.shape == (3, 17, height // 4, width // 4)
-    expected = [(3, 17, height // s, width // s) for s in cfg.supervision_strides] * 2
-    assert [tuple(h.shape) for h in out.scale_heatmaps] == expected
+    # 17 keypoints + 19 skeleton pairs + 4 elbow/knee triplets (the paper's M* > M)
+    per_scale = [(3, 40, height // s, width // s) for s in cfg.supervision_strides]
+    assert [tuple(h.shape) for h in out.scale_heatmaps] == per_scale * 2
+    # MSR (paper): one output per supervised scale; the finest holds the final keypoints
+    assert [tuple(h.shape) for h in out.msr_heatmaps] == per_scale
+    assert torch.equal(out.heatmaps, out.msr_heatmaps[-1][:, :17])
+
+
+@pytest.mark.parametrize(
+    ("msr", "structure_loss", "msr_outputs", "channels"),
+    [
+        ("final", "neighbours", 1, 17),
+        ("off", "keypoints", 0, 17),
+        ("multiscale", "keypoints", 3, 17),
+    ],
+)
+def test_refiner_design_alternatives_stay_selectable(
+    msr: str, structure_loss: str, msr_outputs: int, channels: int
+) -> None:
+    cfg = refiner_preset("tiny").model_copy(update={"msr": msr, "structure_loss": structure_loss})
+    out = PoseRefinementNet(cfg).eval()(torch.randn(2, 3, *cfg.input_hw))
+    assert len(out.msr_heatmaps) == msr_outputs
+    assert {h.shape[1] for h in out.scale_heatmaps} == {channels}
+    source = out.msr_heatmaps[-1] if msr_outputs else out.scale_heatmaps[-1]
+    assert torch.equal(out.heatmaps, source[:, :17])
+
+
+def test_msr_matches_each_scale_at_its_own_resolution() -> None:
+    # A body of constant features pools to the same constant at every scale, so each
+    # scale's head output is its bias everywhere, at that scale's size.
+    cfg = refiner_preset("tiny")
+    msr = PoseRefinementNet(cfg).msr
+    assert msr is not None and msr.pool_factors == [4, 2, 1]
+    for i, head in enumerate(msr.heads):
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.constant_(head.bias, float(i))
+    feat = torch.randn(1, cfg.channels, 16, 12)
+    scales = [torch.rand(1, 40, 16 // f, 12 // f) for f in (4, 2, 1)]
+    outs = msr.eval()(feat, scales)
+    assert [tuple(o.shape) for o in outs] == [(1, 40, 4, 3), (1, 40, 8, 6), (1, 40, 16, 12)]
+    assert [float(o.mean()) for o in outs] == [0.0, 1.0, 2.0]
+
+
+def test_paper_presets_supervise_every_deconv_layer_and_offer_square_crops() -> None:
+    paper = refiner_preset("paper")
+    assert paper.supervision_strides == (64, 32, 16, 8, 4)  # hourglass depth 4: 5 up levels
+    assert refiner_preset("paper-256x256").input_hw == (256, 256)
+    assert refiner_preset("paper-384x384").input_hw == (384, 384)
+    with torch.no_grad():
+        out = PoseRefinementNet(
+            refiner_preset("paper-384x384").model_copy(
+                update={"channels": 16, "msr_channels": 16, "num_stacks": 1}
+            )
+        ).eval()(torch.zeros(1, 3, 384, 384))
+    assert out.heatmaps.shape == (1, 17, 96, 96)
+    assert [tuple(h.shape[2:]) for h in out.msr_heatmaps] == [
+        (6, 6),
+        (12, 12),
+        (24, 24),
+        (48, 48),
+        (96, 96),
+    ]
 
 
 def test_paper_configs_build_and_run_one_forward_pass_on_cpu() -> None:

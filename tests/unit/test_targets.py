@@ -9,7 +9,7 @@ import torch
 from model.codecs.affine import box_to_affine
 from model.codecs.coords import apply_affine, heatmap_to_input, input_to_heatmap, scale_affine
 from model.codecs.detection import decode_proposals, encode_detection_targets
-from model.codecs.targets import gaussian_heatmaps, paf_targets
+from model.codecs.targets import association_heatmaps, gaussian_heatmaps, paf_targets
 from model.keypoints import NUM_KEYPOINTS, SKELETON
 
 STRIDES = (16, 8, 4)
@@ -116,3 +116,49 @@ def test_heatmap_coords_round_trip():
     pts = np.array([[0.0, 0.0], [3.0, 7.5], [-0.5, 126.25]])
     np.testing.assert_allclose(heatmap_to_input(input_to_heatmap(pts, 4), 4), pts, atol=1e-12)
     np.testing.assert_allclose(input_to_heatmap([[1.5, 5.5]], 4), [[0.0, 1.0]])
+
+
+def test_association_ridges_follow_the_chain_hand_computed() -> None:
+    # One person: keypoint 0 at (2, 2), keypoint 1 at (6, 2), keypoint 2 at (6, 6), others off.
+    kpts = np.zeros((1, NUM_KEYPOINTS, 2))
+    kpts[0, :3] = [[2.0, 2.0], [6.0, 2.0], [6.0, 6.0]]
+    weights = np.zeros((1, NUM_KEYPOINTS))
+    weights[0, :3] = 1
+    sigma = 1.0
+    maps, chain_weights = association_heatmaps(
+        kpts, weights, (9, 9), sigma, pairs=((0, 1), (1, 3)), triplets=((0, 1, 2),)
+    )
+    assert maps.shape == (3, 9, 9) and chain_weights.tolist() == [1.0, 0.0, 1.0]
+    pair, unlabelled, triplet = maps
+    # on the segment: 1; one pixel off it: exp(-1/2); beyond its end, distance to the end
+    assert pair[2, 4].item() == pytest.approx(1.0)
+    assert pair[3, 4].item() == pytest.approx(np.exp(-0.5), rel=1e-6)
+    assert pair[2, 8].item() == pytest.approx(np.exp(-4 / 2), rel=1e-6)
+    assert unlabelled.abs().max().item() == 0.0  # keypoint 3 is unlabelled
+    # the triplet is the bent limb: both segments, the nearer one counts
+    assert triplet[4, 6].item() == pytest.approx(1.0)  # on the second segment
+    assert triplet[2, 3].item() == pytest.approx(1.0)  # on the first
+    assert triplet[4, 4].item() == pytest.approx(np.exp(-4 / 2), rel=1e-6)  # 2 px from both
+
+
+def test_refiner_items_carry_the_association_channels(tmp_path) -> None:
+    from PIL import Image
+
+    from model.training.datasets import CocoImage, RefinerDataset
+    from schemas.model import refiner_preset
+
+    Image.new("RGB", (64, 64), (90, 90, 90)).save(tmp_path / "a.png")
+    kpts = np.zeros((1, NUM_KEYPOINTS, 3))
+    kpts[0, [5, 7, 9], :] = [[20, 20, 2], [30, 30, 2], [40, 30, 2]]  # left arm only
+    rec = CocoImage(1, str(tmp_path / "a.png"), 64, 64, np.array([[10.0, 10, 50, 50]]), kpts)
+    cfg = refiner_preset("tiny")
+    item = RefinerDataset([rec], cfg, augment=False)[0]
+    weight = item["weight"]
+    assert weight.shape == (40,)
+    assert weight[:17].nonzero().flatten().tolist() == [5, 7, 9]
+    labelled_pairs = [e for e, (a, b) in enumerate(SKELETON) if {a, b} <= {5, 7, 9}]
+    assert weight[17:36].nonzero().flatten().tolist() == labelled_pairs
+    assert weight[36:].tolist() == [1.0, 0.0, 0.0, 0.0]  # left shoulder-elbow-wrist only
+    for s in cfg.supervision_strides:
+        assert item[f"heatmaps_s{s}"].shape == (40, 64 // s, 48 // s)
+    assert item["heatmaps_s4"][36].max().item() > 0.9

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from model.checkpoint import load_checkpoint
-from model.training.datasets import CocoImage, RefinerDataset, load_coco_keypoints
+from model.training.datasets import CocoImage, RefinerDataset, SampleKey, load_coco_keypoints
 from model.training.loop import (
+    _ShuffledBatchIndices,
     device_batches,
     resolve_num_workers,
     train,
@@ -123,3 +124,34 @@ def test_the_workers_flag(capsys: pytest.CaptureFixture[str]) -> None:
         assert (
             f"--workers: got '{bad}'; expected 'auto' or an integer >= 0" in capsys.readouterr().err
         )
+
+
+def test_keypoint_masking_is_a_fine_tuning_phase(tmp_path: Path) -> None:
+    # paper §III-C4: masking fine-tunes. Before mask_from of the steps a sample is the plain
+    # crop; from there on (and for a plain index) the masking patches are pasted.
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    kpts = np.zeros((1, 17, 3))
+    kpts[0, 5:11] = [[20, 20, 2], [40, 20, 2], [18, 32, 2], [42, 32, 2], [16, 44, 2], [44, 44, 2]]
+    rec = CocoImage(1, str(tmp_path / "a.png"), 64, 64, np.array([[8.0, 8, 56, 56]]), kpts)
+    cfg = refiner_preset("tiny").model_copy(
+        update={"flip_prob": 0.0, "rotation_prob": 0.0, "scale_jitter": 0.0,
+                "mask_background_prob": 1.0, "mask_duplicate_prob": 1.0, "mask_from": 0.5}
+    )  # fmt: skip
+    plain = RefinerDataset([rec], cfg, augment=False)[0]["crop"]
+    data = RefinerDataset([rec], cfg, augment=True)
+    assert torch.equal(data[SampleKey(0, 0.25)]["crop"], plain)
+    assert not torch.equal(data[SampleKey(0, 0.5)]["crop"], plain)
+    assert not torch.equal(data[0]["crop"], plain)
+
+
+def test_the_sampler_tags_each_batch_with_its_steps_progress() -> None:
+    sampler = _ShuffledBatchIndices(4, 2, torch.Generator().manual_seed(0), phases=(1, 4))
+    batches = iter(sampler)
+    progress = [{key.progress for key in next(batches)} for _ in range(4)]
+    assert progress == [{0.25}, {0.5}, {0.75}, {1.0}]
+    untagged = next(iter(_ShuffledBatchIndices(4, 2, torch.Generator().manual_seed(0))))
+    assert all(isinstance(i, int) for i in untagged)
