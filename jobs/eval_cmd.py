@@ -89,6 +89,7 @@ def format_table(reports: dict[str, dict[str, Any]]) -> str:
 def cmd_eval(args: argparse.Namespace) -> int:
     from jobs.common import init_ray, quiet_ray_logs
     from pipeline.evaluation import (
+        eval_boxes,
         eval_record,
         evaluate_rows,
         job_rows,
@@ -104,6 +105,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     spec = eval_spec(args)
     if args.job and (args.filter or args.gt_boxes):
         raise SpecError("--filter and --gt-boxes re-run a job; with --job the job is only scored")
+    if args.gt_boxes and spec.stage1.boxes is not None:
+        raise SpecError(
+            f"--gt-boxes refines the annotated boxes, so stage1.boxes ({spec.stage1.boxes!r}) "
+            "would be ignored; drop one of them"
+        )
     benchmark = load_benchmark(args.annotations, args.images, args.dataset, spec.storage)
     if args.job:
         table, mode, weights = job_rows(args.job, spec.storage)
@@ -112,6 +118,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         extra = {"job": args.job, "filter_modes": [mode]}
     else:
         modes = args.filter or [spec.filter.mode]
+        boxes = eval_boxes(spec, benchmark)  # like the weights, checked before Ray starts
         checked = check_weights(spec)  # before Ray starts: a bad checkpoint costs seconds
         init_ray(args.num_cpus, args.num_gpus)
         if not args.verbose:
@@ -124,6 +131,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             join_uri(args.output, "rows"),
             checked,
             args.no_progress_timeout,
+            boxes,
         )
         table, weights = run.rows, run.weights
         extra = {

@@ -40,6 +40,10 @@ class CoarseProposals:
         poses_xys: ``[P, 17, 3]`` float32 coarse pose of each proposal, already grouped by a
             bottom-up model (the zoo's MoveNet groups keypoints by their person's centre), or
             ``None`` when the filter groups the peaks itself with the limb scores (DetPoseNet).
+            With ``pose_scores``, ``[M, 17, 3]``: a pool of poses not paired with the boxes.
+        pose_scores: ``[M]`` float32 score of each pooled pose (its own stage-1 proposal's),
+            when the boxes came from elsewhere (:meth:`with_boxes`); ``None``: pose ``p``
+            belongs to proposal ``p``.
     """
 
     boxes_xyxy: np.ndarray
@@ -47,6 +51,7 @@ class CoarseProposals:
     peaks_xys: np.ndarray
     limb_scores: np.ndarray
     poses_xys: np.ndarray | None = None
+    pose_scores: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         _check_shape("CoarseProposals.boxes_xyxy", self.boxes_xyxy, (None, 4))
@@ -55,16 +60,50 @@ class CoarseProposals:
         _check_shape("CoarseProposals.peaks_xys", self.peaks_xys, (NUM_KEYPOINTS, None, 3))
         top_k = self.peaks_xys.shape[1]
         _check_shape("CoarseProposals.limb_scores", self.limb_scores, (NUM_LIMBS, top_k, top_k))
-        if self.poses_xys is not None:
+        if self.pose_scores is not None:
+            if self.poses_xys is None:
+                raise ValueError("CoarseProposals.pose_scores needs poses_xys")
+            _check_shape("CoarseProposals.poses_xys", self.poses_xys, (None, NUM_KEYPOINTS, 3))
+            pooled = self.poses_xys.shape[0]
+            _check_shape("CoarseProposals.pose_scores", self.pose_scores, (pooled,))
+        elif self.poses_xys is not None:
             _check_shape("CoarseProposals.poses_xys", self.poses_xys, (num, NUM_KEYPOINTS, 3))
 
     @classmethod
     def grouped(
-        cls, boxes_xyxy: np.ndarray, box_scores: np.ndarray, poses_xys: np.ndarray
+        cls,
+        boxes_xyxy: np.ndarray,
+        box_scores: np.ndarray,
+        poses_xys: np.ndarray,
+        pose_scores: np.ndarray | None = None,
     ) -> CoarseProposals:
-        """Proposals of a stage 1 that grouped each proposal's coarse pose itself (no peaks)."""
+        """Proposals of a stage 1 that grouped each proposal's coarse pose itself (no peaks);
+        ``pose_scores`` when the poses are a pool not paired with the boxes."""
         empty = cls.empty()
-        return cls(boxes_xyxy, box_scores, empty.peaks_xys, empty.limb_scores, poses_xys)
+        return cls(
+            boxes_xyxy, box_scores, empty.peaks_xys, empty.limb_scores, poses_xys, pose_scores
+        )
+
+    def with_boxes(self, boxes_xyxy: np.ndarray, box_scores: np.ndarray) -> CoarseProposals:
+        """These coarse poses with another detector's boxes in place of the proposals.
+
+        Peaks and limb scores do not depend on the boxes. Grouped poses become a pool, each
+        with its own proposal's score (which still decides whether the filter trusts it):
+        the filter pairs them with the new boxes by PoseExtractor's rule (poses inside a
+        box), never by their original proposal.
+
+        Args:
+            boxes_xyxy: ``[B, 4]`` the other detector's boxes, same pixels as the poses.
+            box_scores: ``[B]`` their scores.
+        """
+        boxes = np.asarray(boxes_xyxy, np.float32).reshape(-1, 4)
+        scores = np.asarray(box_scores, np.float32).reshape(-1)
+        pose_scores = self.pose_scores
+        if self.poses_xys is not None and pose_scores is None:
+            pose_scores = self.box_scores
+        return CoarseProposals(
+            boxes, scores, self.peaks_xys, self.limb_scores, self.poses_xys, pose_scores
+        )
 
     @classmethod
     def empty(cls, top_k: int = 0) -> CoarseProposals:

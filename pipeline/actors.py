@@ -12,6 +12,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from model.codecs.boxes import xywh_to_xyxy
+from model.codecs.coords import original_to_decoded
+from model.filtering.dedupe import dedupe_recovered
 from model.inference.devices import resolve_device
 from model.inference.refiner import PoseRefinerModel, RefinedPoses
 from model.inference.stage1 import CoarsePoseModel
@@ -25,6 +28,7 @@ from pipeline.batches import (
     require_columns,
     with_internal_errors,
 )
+from pipeline.external_boxes import ExternalBoxes
 from pipeline.rows import annotation_table, person_records
 from pipeline.storage import storage_options
 from schemas.spec import JobSpec, StageSpec
@@ -42,11 +46,33 @@ def load_stage_weights(
     )
 
 
+def row_boxes(boxes: ExternalBoxes, batch: Batch, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row ``i``'s boxes from ``stage1.boxes`` in decoded-image pixels, and their scores."""
+    boxes_xywh, scores = boxes.for_uri(str(batch["uri"][i]))
+    return original_to_decoded(xywh_to_xyxy(boxes_xywh), float(batch["scale"][i])), scores
+
+
 class CoarseStage:
     """Stage 1 on each ok image: adds fixed-shape proposal columns, plus the peak and
-    limb-score columns (DetPoseNet) or the grouped coarse poses (zoo MoveNet)."""
+    limb-score columns (DetPoseNet) or the grouped coarse poses (zoo MoveNet).
 
-    def __init__(self, spec: JobSpec, weights_sha256: str | None = None):
+    With ``boxes`` (``stage1.boxes``), each image's boxes from that file replace the
+    network's proposals; grouped poses then keep their own proposal's score in
+    ``coarse_pose_scores`` (``CoarseProposals.with_boxes``).
+    """
+
+    def __init__(
+        self,
+        spec: JobSpec,
+        weights_sha256: str | None = None,
+        boxes: ExternalBoxes | None = None,
+    ):
+        if (spec.stage1.boxes is None) != (boxes is None):
+            raise ValueError(
+                f"[internal] stage1.boxes is {spec.stage1.boxes!r} but the stage got "
+                f"{'no' if boxes is None else 'a'} box index"
+            )
+        self.boxes = boxes
         device = resolve_device(spec.device)
         loaded = load_stage_weights("stage1", spec, device, weights_sha256)
         self.proposals, self.peaks = spec.proposals_per_image, spec.peaks_per_keypoint
@@ -72,14 +98,18 @@ class CoarseStage:
             )
 
     def __call__(self, batch: Batch) -> Batch:
-        require_columns(batch, ("status", "image"), "stage 1")
+        required = ("status", "image") + (("uri", "scale") if self.boxes else ())
+        require_columns(batch, required, "stage 1")
         n, ok = len(batch["status"]), ok_rows(batch)
         columns = {
             "prop_boxes": np.zeros((n, self.proposals, 4), np.float32),
             "prop_scores": np.zeros((n, self.proposals), np.float32),
+            "num_proposals": np.zeros(n, np.int32),
         }
         if self.grouped:
             columns["coarse_poses"] = np.zeros((n, self.proposals, NUM_KEYPOINTS, 3), np.float32)
+            if self.boxes:
+                columns["coarse_pose_scores"] = np.zeros((n, self.proposals), np.float32)
         else:
             columns["peaks"] = np.zeros((n, NUM_KEYPOINTS, self.peaks, 3), np.float32)
             columns["limb_scores"] = np.zeros(
@@ -91,11 +121,16 @@ class CoarseStage:
             if isinstance(result, Exception):
                 failures[i] = result
                 continue
+            if self.boxes:
+                result = result.with_boxes(*row_boxes(self.boxes, batch, i))
             k = len(result.box_scores)
             columns["prop_boxes"][i, :k] = result.boxes_xyxy
             columns["prop_scores"][i, :k] = result.box_scores
+            columns["num_proposals"][i] = k
             if result.poses_xys is not None:
                 columns["coarse_poses"][i, : len(result.poses_xys)] = result.poses_xys
+                if result.pose_scores is not None:
+                    columns["coarse_pose_scores"][i, : len(result.pose_scores)] = result.pose_scores
             else:
                 columns["peaks"][i], columns["limb_scores"][i] = (
                     result.peaks_xys,
@@ -113,6 +148,8 @@ class RefineStage:
         self.model = PoseRefinerModel(loaded, device, spec.flip_test, max_crops, spec.precision)
         # The flip test runs the refiner twice per crop; stats count forward passes.
         self.passes_per_crop = 2 if spec.flip_test else 1
+        self.dedupe_oks = spec.filter.recovered_dedupe_oks
+        self.min_keypoint_score = spec.filter.keypoint_score_threshold
 
     def __call__(self, batch: Batch) -> pa.Table:
         require_columns(
@@ -125,14 +162,33 @@ class RefineStage:
         refined = per_image_or_isolated(self._refine, items)
         persons: list[list[dict[str, Any]]] = [[] for _ in batch["status"]]
         runs = np.zeros(len(batch["status"]), np.int32)
+        removed = np.zeros(len(batch["status"]), np.int32)
         failures = {}
         for i, poses in zip(ok, refined, strict=True):
             if isinstance(poses, Exception):
                 failures[i] = poses
                 continue
-            persons[i] = person_records(batch, i, poses.kpts_xys, poses.pose_scores)
+            keep = self._keep(batch, i, poses)
+            persons[i] = person_records(batch, i, poses.kpts_xys, poses.pose_scores, keep)
             runs[i] = len(poses.pose_scores) * self.passes_per_crop
-        return annotation_table(with_internal_errors(batch, failures, "stage 3"), persons, runs)
+            removed[i] = len(keep) - int(keep.sum())
+        batch = with_internal_errors(batch, failures, "stage 3")
+        return annotation_table(batch, persons, runs, removed)
+
+    def _keep(self, batch: Batch, i: int, poses: RefinedPoses) -> np.ndarray:
+        """Row ``i``'s persons to write: all, or without recovered duplicates (dedupe on)."""
+        n = len(poses.pose_scores)
+        if self.dedupe_oks is None:
+            return np.ones(n, bool)
+        # Ranked as results are (model.evaluation.results.instance_score): box × pose score.
+        scores = batch["person_box_scores"][i, :n] * poses.pose_scores
+        return dedupe_recovered(
+            poses.kpts_xys,
+            scores,
+            batch["person_recovered"][i, :n],
+            self.dedupe_oks,
+            self.min_keypoint_score,
+        )
 
     def _refine(self, items: list[tuple[np.ndarray, np.ndarray]]) -> list[RefinedPoses]:
         """Crops of all ``(image, boxes)`` items refined together (batched across images)."""

@@ -31,6 +31,7 @@ from model.evaluation.coco import (
 from model.evaluation.results import rows_to_results
 from model.inference.weights import StageWeights
 from pipeline.errors import JobSetupError
+from pipeline.external_boxes import ExternalBoxes, load_external_boxes, match_file_name
 from pipeline.job import (
     add_refiner,
     add_stage1,
@@ -108,15 +109,26 @@ def load_benchmark(
 
 
 def match_job_uris(benchmark: Benchmark, uris: Sequence[str]) -> dict[str, int]:
-    """Image ids for a job's URIs: a URI matches an image when it ends with its file name."""
+    """Image ids for a job's URIs: a URI matches the image whose file name is its longest
+    path suffix (``pipeline.external_boxes.match_file_name``)."""
     by_name = {image["file_name"]: image["id"] for image in benchmark.data["images"]}
     matched = {}
     for uri in uris:
-        for name, image_id in by_name.items():
-            if uri == name or uri.endswith("/" + name):
-                matched[uri] = image_id
-                break
+        name = match_file_name(uri, by_name)
+        if name is not None:
+            matched[uri] = by_name[name]
     return matched
+
+
+def eval_boxes(spec: JobSpec, benchmark: Benchmark) -> ExternalBoxes | None:
+    """The spec's ``stage1.boxes``, loaded; image ids without ``stage1.box_images`` are the
+    benchmark's own (the COCO results of a detector on its images)."""
+    if spec.stage1.boxes is None:
+        return None
+    names = None
+    if spec.stage1.box_images is None:
+        names = {image["id"]: image["file_name"] for image in benchmark.data["images"]}
+    return load_external_boxes(spec, names)
 
 
 def build_eval_dataset(
@@ -127,14 +139,18 @@ def build_eval_dataset(
     gpus: dict[str, float],
     weights: Mapping[str, Any],
     cluster_gpus: float = 0.0,
+    boxes: ExternalBoxes | None = None,
 ) -> ray.data.Dataset:
-    """decode → stage 1 → one filter per mode → refine; or decode → given boxes → refine."""
+    """decode → stage 1 → one filter per mode → refine; or decode → given boxes → refine.
+
+    ``boxes``: the spec's ``stage1.boxes``, loaded, whose boxes replace stage 1's proposals.
+    """
     gpu = on_gpu(spec, gpus)
     ds = read_and_decode(spec, items_dataset(items))
     if given_boxes:
         ds = add_task(ds, spec, given_boxes_batch, gpu, max_persons=spec.filter.max_persons)
     else:
-        ds = add_stage1(ds, spec, gpus, weights, cluster_gpus)
+        ds = add_stage1(ds, spec, gpus, weights, cluster_gpus, boxes)
         specs = [spec.filter.model_copy(update={"mode": mode}) for mode in modes]
         ds = add_task(ds, spec, filter_batch_per_mode, gpu, specs=specs)
     return add_refiner(ds, spec, gpus, weights, cluster_gpus)
@@ -170,12 +186,14 @@ def run_eval_rows(
     rows_uri: str,
     weights: Mapping[str, StageWeights],
     no_progress_timeout_s: float | None = None,
+    boxes: ExternalBoxes | None = None,
 ) -> EvalRun:
     """Run the evaluation job on the connected Ray: its rows (fresh in ``rows_uri``), where
     each stage's weights came from, and per-stage rows (stage 1's count proves it ran once
     per image whatever the number of modes).
 
-    ``weights``: from ``pipeline.job.check_weights``, called before Ray started.
+    ``weights``: from ``pipeline.job.check_weights``, called before Ray started; ``boxes``:
+    from ``eval_boxes``, likewise.
     """
     check_devices(spec, ray.cluster_resources().get("GPU", 0.0))
     if no_progress_timeout_s is not None:
@@ -188,7 +206,7 @@ def run_eval_rows(
         fs.rm(path, recursive=True)  # an evaluation is recomputed whole, never resumed
     fs.makedirs(path, exist_ok=True)
     items = benchmark.items(given_boxes)
-    ds = build_eval_dataset(spec, items, modes, given_boxes, gpus, weights, cluster_gpus)
+    ds = build_eval_dataset(spec, items, modes, given_boxes, gpus, weights, cluster_gpus, boxes)
     ds.write_parquet(path, filesystem=fs)
     files = sorted(p for p in fs.find(path) if p.endswith(".parquet"))
     tables = []

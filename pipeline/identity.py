@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from model.inference.weights import StageWeights
 from pipeline.errors import JobSetupError
+from pipeline.external_boxes import ExternalBoxes
 from pipeline.sink import write_text
 from pipeline.storage import filesystem_for
 from schemas.output import RunRecord
@@ -30,18 +31,26 @@ class SettingsChangedError(JobSetupError):
     """A re-run of a job id with settings that would make its rows differently."""
 
 
-def job_fingerprint(spec: JobSpec, weights: Mapping[str, StageWeights]) -> dict[str, Any]:
+def job_fingerprint(
+    spec: JobSpec, weights: Mapping[str, StageWeights], boxes: ExternalBoxes | None = None
+) -> dict[str, Any]:
     """Everything that changes a job's rows, as plain data (inputs and resources excluded).
 
     Weights are identified by the SHA-256 of their checkpoint bytes, so a moved checkpoint
-    keeps the fingerprint and a retrained one at the same path changes it.
+    keeps the fingerprint and a retrained one at the same path changes it; so are the
+    ``stage1.boxes`` file (and its ``box_images``). Optional settings that are off (None)
+    and absent boxes are left out, so that adding such a setting to DetPose does not make
+    the jobs written before it look changed.
     """
     decode = spec.decode.model_dump(mode="json")
+    filter_settings = spec.filter.model_dump(mode="json")
+    optional = {"stage1_boxes": boxes.fingerprint()} if boxes is not None else {}
     return {
         "weights": {kind: w.sha256 or w.source for kind, w in sorted(weights.items())},
         "models": {"stage1": spec.stage1.model, "refiner": spec.refiner.model},
         "stage1_input_size": spec.stage1.input_size,
-        "filter": spec.filter.model_dump(mode="json"),
+        **optional,
+        "filter": {k: v for k, v in filter_settings.items() if v is not None},
         "decode": {name: decode[name] for name in _RESULT_DECODE_FIELDS},
         "proposals_per_image": spec.proposals_per_image,
         "peaks_per_keypoint": spec.peaks_per_keypoint,

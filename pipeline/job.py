@@ -22,6 +22,7 @@ from model.checkpoint import CheckpointError
 from model.inference.weights import StageWeights, check_stage_weights
 from pipeline.actors import CoarseStage, RefineStage
 from pipeline.errors import JobSetupError
+from pipeline.external_boxes import ExternalBoxes, load_external_boxes
 from pipeline.identity import job_fingerprint, new_run, read_runs, write_runs
 from pipeline.part_files import PartFilenames
 from pipeline.progress import ProgressReporter
@@ -179,12 +180,18 @@ def add_stage1(
     gpus: dict[str, float],
     weights: Mapping[str, StageWeights] | None,
     cluster_gpus: float = 0.0,
+    boxes: ExternalBoxes | None = None,
 ) -> Dataset:
-    """The stage-1 actor pool: proposals, peaks and limb scores per image."""
+    """The stage-1 actor pool: proposals, peaks and limb scores per image (proposals from
+    ``boxes`` when the spec has ``stage1.boxes``: the index travels once to each actor)."""
     gpu = on_gpu(spec, gpus)
     return ds.map_batches(
         CoarseStage,
-        fn_constructor_kwargs={"spec": spec, "weights_sha256": _sha256(weights, "stage1")},
+        fn_constructor_kwargs={
+            "spec": spec,
+            "weights_sha256": _sha256(weights, "stage1"),
+            "boxes": boxes,
+        },
         compute=ActorPoolStrategy(size=resolved_pool_sizes(spec, gpu, cluster_gpus).stage1),
         batch_size=resolved_batch_sizes(spec, gpu).stage1,
         batch_format="numpy",
@@ -239,6 +246,7 @@ def build_dataset(
     gpus: dict[str, float],
     weights: Mapping[str, StageWeights] | None = None,
     cluster_gpus: float = 0.0,
+    boxes: ExternalBoxes | None = None,
 ) -> Dataset:
     """The lazy Ray Data graph for the URIs of ``source`` (``uri``); nothing runs until it
     is written.
@@ -246,9 +254,10 @@ def build_dataset(
     ``gpus``: GPUs per actor of each model stage, from ``gpus_per_actor``. ``weights``: the
     checked weights of each stage; every actor verifies it loads those very bytes.
     ``cluster_gpus``: GPUs in the cluster, which size the pools whose ``actors`` is 'auto'.
+    ``boxes``: the loaded ``stage1.boxes`` (``load_external_boxes``), when the spec has them.
     """
     ds = read_and_decode(spec, source)
-    ds = add_stage1(ds, spec, gpus, weights, cluster_gpus)
+    ds = add_stage1(ds, spec, gpus, weights, cluster_gpus, boxes)
     ds = add_task(ds, spec, filter_batch, on_gpu(spec, gpus), spec=spec.filter)
     return add_refiner(ds, spec, gpus, weights, cluster_gpus)
 
@@ -261,6 +270,7 @@ class PreparedJob:
     paths: JobPaths
     source: JobSource
     weights: dict[str, StageWeights]
+    boxes: ExternalBoxes | None  # stage1.boxes, loaded and checked
     run: RunRecord
     runs: list[RunRecord]  # every run of the job id, this one last
     warnings: list[str]
@@ -324,26 +334,28 @@ def prepare_job(spec: JobSpec, allow_changed_settings: bool = False) -> Prepared
     """Everything the driver can check and record before Ray starts.
 
     Lists the inputs (or checks the manifest without reading its URIs), loads both
-    checkpoints, sets aside files a killed run left incomplete, compares this run's
+    checkpoints and the ``stage1.boxes`` file, sets aside files a killed run left incomplete, compares this run's
     fingerprint with the previous run's, and writes ``spec.yaml`` and ``runs.json`` (which
     proves the output is writable). Which images are left to do is found on Ray
     (``plan_run``).
 
     Raises:
-        JobSetupError: no images, unreadable inputs or checkpoints, an output that cannot be
-            written, or settings that differ from an earlier run of the job id.
+        JobSetupError: no images, unreadable inputs or checkpoints, a malformed boxes file, an
+            output that cannot be written, or settings that differ from an earlier run of the
+            job id.
     """
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     paths = JobPaths.for_spec(spec)
     source = resolve_source(spec)
+    boxes = load_external_boxes(spec)
     weights = check_weights(spec)
     try:
         previous = read_runs(paths.runs_json, spec.storage)
         foreign = foreign_files(paths.annotations, spec.storage)
         run = new_run(
             previous,
-            job_fingerprint(spec, weights),
+            job_fingerprint(spec, weights, boxes),
             next_run_index(paths.annotations, spec.storage),
             started.isoformat(timespec="seconds"),
             allow_changed_settings,
@@ -362,6 +374,7 @@ def prepare_job(spec: JobSpec, allow_changed_settings: bool = False) -> Prepared
         paths=paths,
         source=source,
         weights=weights,
+        boxes=boxes,
         run=run,
         runs=[*previous, run],
         warnings=warnings,
@@ -457,7 +470,7 @@ def execute_job(
     plan = plan_run(job)
     ds = None
     if plan.images_todo:
-        ds = build_dataset(spec, plan.todo, gpus, job.weights, cluster_gpus)
+        ds = build_dataset(spec, plan.todo, gpus, job.weights, cluster_gpus, job.boxes)
         fs, ann_path = filesystem_for(paths.annotations, spec.storage)
         fs.makedirs(ann_path, exist_ok=True)
         prefix = run_prefix(job.run.run_index)

@@ -25,12 +25,17 @@ RETRY_COLUMNS = tuple(f"storage_retries_{kind}" for kind in RETRY_KINDS)
 
 
 def person_records(
-    batch: Batch, i: int, kpts: np.ndarray, pose_scores: np.ndarray
+    batch: Batch, i: int, kpts: np.ndarray, pose_scores: np.ndarray, keep: np.ndarray | None = None
 ) -> list[dict[str, Any]]:
-    """Persons of row ``i`` in original-image pixels (the decoded copy may be smaller)."""
+    """Persons of row ``i`` in original-image pixels (the decoded copy may be smaller).
+
+    ``keep``: ``[N]`` bool, the persons to write (default: all).
+    """
     scale = float(batch["scale"][i])
     records = []
     for j in range(len(pose_scores)):
+        if keep is not None and not keep[j]:
+            continue
         x1, y1, x2, y2 = decoded_to_original(batch["person_boxes"][i, j], scale).tolist()
         kp = kpts[j].astype(np.float64).copy()
         kp[:, :2] = decoded_to_original(kp[:, :2], scale)
@@ -47,14 +52,24 @@ def person_records(
 
 
 def annotation_table(
-    batch: Batch, persons: list[list[dict[str, Any]]], runs: np.ndarray
+    batch: Batch,
+    persons: list[list[dict[str, Any]]],
+    runs: np.ndarray,
+    removed: np.ndarray | None = None,
 ) -> pa.Table:
     """The final rows of a batch in ``ANNOTATION_SCHEMA``; an evaluation's rows (one per image
-    and filter mode) carry ``filter_mode`` too (``EVAL_ROW_SCHEMA``)."""
+    and filter mode) carry ``filter_mode`` too (``EVAL_ROW_SCHEMA``).
+
+    ``runs``: refiner passes per row; ``removed``: recovered duplicates dropped per row
+    (default: none).
+    """
     require_columns(batch, RETRY_COLUMNS, "output")
     ok = batch["status"] == STATUS_OK
     counts = {name: batch[f"count_{name}"].astype(np.int32) for name in FILTER_COUNT_FIELDS}
     counts["refinement_runs"] = runs
+    counts["recovered_duplicates_removed"] = (
+        np.zeros(len(runs), np.int32) if removed is None else removed
+    )
     table = pa.table(
         {
             "image_id": pa.array(batch["image_id"].astype(np.int64)),

@@ -103,9 +103,13 @@ def filter_batch(batch: Batch, spec: FilterSpec) -> Batch:
     for i in ok_rows(batch):
         image = batch["image"][i]
         try:
-            boxes, scores = batch["prop_boxes"][i], batch["prop_scores"][i]
+            # Stage 1's own proposals fill every slot; boxes from stage1.boxes may not.
+            k = int(batch["num_proposals"][i]) if "num_proposals" in batch else None
+            boxes, scores = batch["prop_boxes"][i, :k], batch["prop_scores"][i, :k]
             if grouped:
-                props = CoarseProposals.grouped(boxes, scores, batch["coarse_poses"][i])
+                # Stage 1's poses with boxes from stage1.boxes: a pool with their own scores.
+                pooled = batch["coarse_pose_scores"][i] if "coarse_pose_scores" in batch else None
+                props = CoarseProposals.grouped(boxes, scores, batch["coarse_poses"][i], pooled)
             else:
                 props = CoarseProposals(boxes, scores, batch["peaks"][i], batch["limb_scores"][i])
             persons = filter_proposals(props, spec, (image.shape[1], image.shape[0]))
@@ -120,9 +124,14 @@ def filter_batch(batch: Batch, spec: FilterSpec) -> Batch:
         out["num_persons"][i] = k
         for name, value in persons.counts.as_dict().items():
             out[f"count_{name}"][i] = value
-    keep = {
-        k: v for k, v in batch.items() if k not in ("prop_boxes", "prop_scores", *coarse_columns)
-    }
+    stage1_columns = (
+        "prop_boxes",
+        "prop_scores",
+        "num_proposals",
+        "coarse_pose_scores",
+        *coarse_columns,
+    )
+    keep = {k: v for k, v in batch.items() if k not in stage1_columns}
     return with_internal_errors({**keep, **out}, failures, "filter")
 
 

@@ -60,3 +60,12 @@ class FilterSpec(BaseModel):
     max_persons: int = Field(
         30, ge=1, le=1000, description="At most this many persons per image go to refinement."
     )
+    recovered_dedupe_oks: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="After refinement, a recovered person whose refined pose has OKS above "
+        "this against a detected person's, or a higher-scoring recovered person's, in the same "
+        "image is dropped (a person whose keypoint grouping split refines twice to one pose); "
+        "counted in recovered_duplicates_removed. None: off.",
+    )

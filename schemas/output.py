@@ -62,13 +62,19 @@ FILTER_COUNTERS: tuple[CountField, ...] = (
         "accepted",
         "Proposals kept as persons and sent to refinement (Algorithm 1 in mode coarse, kept "
         "by NMS in nms / oks_nms, every usable box in none), after the filter.max_persons "
-        "cut; persons written == accepted + recovered.",
+        "cut; persons written == accepted + recovered - recovered_duplicates_removed.",
     ),
 )
 REFINER_COUNTERS: tuple[CountField, ...] = (
     CountField(
         "refinement_runs",
         "Refiner passes over person crops (two per crop with flip_test).",
+    ),
+    CountField(
+        "recovered_duplicates_removed",
+        "Recovered persons dropped after refinement because their refined pose repeats a "
+        "detected or higher-scoring person's (OKS above filter.recovered_dedupe_oks); 0 when "
+        "that is off. Rows written before schema version 3 read back as 0.",
     ),
 )
 COUNTERS: tuple[CountField, ...] = FILTER_COUNTERS + REFINER_COUNTERS
@@ -87,7 +93,12 @@ PERSON_TYPE = pa.struct(
     ]
 )
 
-COUNTS_TYPE = pa.struct([pa.field(name, pa.int32(), nullable=False) for name in COUNT_FIELDS])
+# Counters added after schema version 2 are nullable: rows written before read back as null
+# (summed as 0) instead of failing to read.
+ADDED_COUNT_FIELDS: tuple[str, ...] = ("recovered_duplicates_removed",)
+COUNTS_TYPE = pa.struct(
+    [pa.field(name, pa.int32(), nullable=name in ADDED_COUNT_FIELDS) for name in COUNT_FIELDS]
+)
 
 # Kinds of transient storage error a read is retried for (pipeline.fetch.retry_kind):
 # throttled (429, 503 SlowDown and other throttling codes), server_error (other 5xx, malformed
@@ -114,7 +125,8 @@ ANNOTATION_SCHEMA = pa.schema(
         pa.field("storage_retries", STORAGE_RETRIES_TYPE, nullable=False),
     ],
     # 2: storage_retries added (version 1 files read back with it null).
-    metadata={b"detpose.schema_version": b"2"},
+    # 3: counts.recovered_duplicates_removed added (older files read back with it null).
+    metadata={b"detpose.schema_version": b"3"},
 )
 
 
@@ -196,7 +208,11 @@ class JobStats(BaseModel):
         ..., ge=0, description="Images processed by this run (a resumed job skips written ones)."
     )
     images_per_s: float = Field(..., ge=0.0, description="images_this_run / wall_s.")
-    persons: int = Field(..., ge=0, description="Persons written (accepted + recovered).")
+    persons: int = Field(
+        ...,
+        ge=0,
+        description="Persons written (accepted + recovered - recovered_duplicates_removed).",
+    )
     # The counters of COUNTERS, summed over the rows; a unit test keeps these equal to it.
     proposals: int = Field(..., ge=0, description=COUNT_DESCRIPTIONS["proposals"])
     dropped_low_score: int = Field(..., ge=0, description=COUNT_DESCRIPTIONS["dropped_low_score"])
@@ -207,6 +223,9 @@ class JobStats(BaseModel):
     recovered: int = Field(..., ge=0, description=COUNT_DESCRIPTIONS["recovered"])
     accepted: int = Field(..., ge=0, description=COUNT_DESCRIPTIONS["accepted"])
     refinement_runs: int = Field(..., ge=0, description=COUNT_DESCRIPTIONS["refinement_runs"])
+    recovered_duplicates_removed: int = Field(
+        0, ge=0, description=COUNT_DESCRIPTIONS["recovered_duplicates_removed"]
+    )
     refinement_runs_per_person: float = Field(
         ..., ge=0.0, description="refinement_runs / persons (0 without persons)."
     )

@@ -244,12 +244,43 @@ class Stage1Spec(StageSpec):
         "larger finds smaller people at more cost. Default: the model's own (256).",
     )
 
+    boxes: str | None = Field(
+        None,
+        description="A COCO detections file (the COCO results format: a JSON list of "
+        "{image_id or file_name, category_id, bbox [x, y, w, h] in original pixels, score}) "
+        "whose person boxes (category 1), top proposals_per_image by score per image, replace "
+        "stage 1's box proposals; stage 1 still gives the coarse poses. An entry's file_name "
+        "(or its image_id's, through box_images) matches an input URI ending with it; images "
+        "without detections get no persons. Read once on the driver (README, 'Boxes from "
+        "another detector').",
+    )
+    box_images: str | None = Field(
+        None,
+        description="A COCO annotation file whose 'images' list ({id, file_name}) maps the "
+        "image_id of each stage1.boxes entry without a file_name; `detpose eval` uses its "
+        "--annotations file when this is left out.",
+    )
+
     @field_validator("input_size")
     @classmethod
     def _multiple_of_32(cls, value: int | None) -> int | None:
         if value is not None and value % ZOO_INPUT_MULTIPLE:
             raise ValueError(f"got {value}; expected a multiple of {ZOO_INPUT_MULTIPLE}")
         return value
+
+    @field_validator("boxes", "box_images")
+    @classmethod
+    def _boxes_uri(cls, value: str | None) -> str | None:
+        return None if value is None else check_uri(value)
+
+    @model_validator(mode="after")
+    def _box_images_need_boxes(self) -> Stage1Spec:
+        if self.box_images is not None and self.boxes is None:
+            raise ValueError(
+                f"stage1.box_images ({self.box_images!r}) maps the image ids of stage1.boxes, "
+                "which is not set; give stage1.boxes or drop stage1.box_images"
+            )
+        return self
 
 
 class RefinerSpec(StageSpec):

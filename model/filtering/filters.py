@@ -98,10 +98,16 @@ def _score_order(boxes_xyxy: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 def _coarse_poses(props: CoarseProposals, spec: FilterSpec, usable: np.ndarray) -> np.ndarray:
     """Coarse poses ``[M, 17, 3]`` of keypoints at or above the keypoint score threshold:
-    stage 1's own poses when it grouped them (those of the ``usable`` proposals: a pose is
-    as trustworthy as its proposal's score), else the peaks grouped by PAF scores."""
+    stage 1's own poses when it grouped them (those of the ``usable`` proposals, or of a pool
+    those scoring at least the box score threshold: a pose is as trustworthy as its own
+    proposal's score), else the peaks grouped by PAF scores."""
     if props.poses_xys is not None:
-        poses = np.asarray(props.poses_xys, dtype=np.float32)[usable].copy()
+        trusted = (
+            usable
+            if props.pose_scores is None
+            else np.asarray(props.pose_scores) >= spec.box_score_threshold
+        )
+        poses = np.asarray(props.poses_xys, dtype=np.float32)[trusted].copy()
         poses[poses[..., 2] < spec.keypoint_score_threshold] = 0.0
         return poses[(poses[..., 2] > 0).sum(axis=1) >= MIN_POSE_KEYPOINTS]
     peaks = np.asarray(props.peaks_xys, dtype=np.float32).copy()
