@@ -109,23 +109,21 @@ def num_association_channels(structure_loss: str) -> int:
 def _segment_distance2(
     xs: torch.Tensor, ys: torch.Tensor, start: torch.Tensor, end: torch.Tensor
 ) -> torch.Tensor:
-    """Squared distance of every pixel centre to the segment ``start -> end``.
+    """Squared distance of every pixel centre to each segment ``start -> end``.
 
     Args:
         xs: ``[1, W]`` and ys ``[H, 1]`` pixel-centre coordinates.
-        start, end: ``[P, 2]`` segment ends.
+        start, end: ``[..., 2]`` segment ends.
 
     Returns:
-        ``[P, H, W]``.
+        ``[..., H, W]``.
     """
-    vec = end - start  # [P, 2]
-    length2 = (vec**2).sum(dim=1).clamp(min=1e-12)
-    px = xs[None] - start[:, 0, None, None]
-    py = ys[None] - start[:, 1, None, None]
-    t = ((px * vec[:, 0, None, None] + py * vec[:, 1, None, None]) / length2[:, None, None]).clamp(
-        0.0, 1.0
-    )
-    return (px - t * vec[:, 0, None, None]) ** 2 + (py - t * vec[:, 1, None, None]) ** 2
+    vec = (end - start)[..., None, None, :]  # [..., 1, 1, 2]
+    length2 = (vec**2).sum(dim=-1).clamp(min=1e-12)
+    px = xs - start[..., 0, None, None]
+    py = ys - start[..., 1, None, None]
+    t = ((px * vec[..., 0] + py * vec[..., 1]) / length2).clamp(0.0, 1.0)
+    return (px - t * vec[..., 0]) ** 2 + (py - t * vec[..., 1]) ** 2
 
 
 def association_heatmaps(
@@ -162,18 +160,21 @@ def association_heatmaps(
     present = torch.as_tensor(np.asarray(weights)).reshape(kpts.shape[:2]) > 0
     height, width = out_hw
     chains = (*pairs, *triplets)
-    maps = torch.zeros((len(chains), height, width), dtype=torch.float64)
-    chain_weights = torch.zeros(len(chains), dtype=torch.float32)
+    # Every segment of every chain at once: chain c's segments are j -> j + 1 of its joints.
+    seg_chain = torch.tensor([c for c, ch in enumerate(chains) for _ in range(len(ch) - 1)])
+    seg_from = torch.tensor([ch[j] for ch in chains for j in range(len(ch) - 1)])
+    seg_to = torch.tensor([ch[j + 1] for ch in chains for j in range(len(ch) - 1)])
+    labelled = torch.stack([present[:, list(ch)].all(dim=1) for ch in chains], dim=1)  # [P, C]
     ys = torch.arange(height, dtype=torch.float64)[:, None]
     xs = torch.arange(width, dtype=torch.float64)[None, :]
-    for c, chain in enumerate(chains):
-        labelled = present[:, list(chain)].all(dim=1)  # [P]
-        if not labelled.any():
-            continue
-        ends = kpts[labelled][:, list(chain)]  # [V, len(chain), 2]
-        d2 = torch.stack(
-            [_segment_distance2(xs, ys, ends[:, j], ends[:, j + 1]) for j in range(len(chain) - 1)]
-        ).amin(dim=0)  # [V, H, W]
-        maps[c] = torch.exp(-d2 / (2.0 * sigma**2)).amax(dim=0)
-        chain_weights[c] = 1.0
-    return maps.float(), chain_weights
+    d2 = _segment_distance2(xs, ys, kpts[:, seg_from], kpts[:, seg_to])  # [P, S, H, W]
+    # A chain's distance is its nearest segment's; unlabelled chains are infinitely far.
+    chain_d2 = torch.full((kpts.shape[0], len(chains), height, width), torch.inf, dtype=d2.dtype)
+    chain_d2 = chain_d2.scatter_reduce(
+        1, seg_chain[None, :, None, None].expand_as(d2), d2, reduce="amin"
+    )
+    chain_d2 = chain_d2.masked_fill(~labelled[..., None, None], torch.inf)
+    maps = torch.exp(-chain_d2 / (2.0 * sigma**2))
+    if maps.shape[0] == 0:
+        return torch.zeros((len(chains), height, width)), torch.zeros(len(chains))
+    return maps.amax(dim=0).float(), labelled.any(dim=0).float()
