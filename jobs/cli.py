@@ -21,6 +21,7 @@ from jobs import (
     redact,
     review_cmd,
     run_cmd,
+    synth_cmd,
     train_cmd,
 )
 from jobs.cluster_cmd import ClusterError
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         export_cmd,
         import_cmd,
         models_cmd,
+        synth_cmd,
     ):
         module.register(subparsers)
     return parser
