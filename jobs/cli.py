@@ -22,6 +22,7 @@ from jobs import (
     review_cmd,
     run_cmd,
     synth_cmd,
+    synth_demo_cmd,
     train_cmd,
 )
 from jobs.cluster_cmd import ClusterError
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         import_cmd,
         models_cmd,
         synth_cmd,
+        synth_demo_cmd,
     ):
         module.register(subparsers)
     return parser
