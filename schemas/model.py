@@ -109,6 +109,13 @@ class CoarseNetConfig(_TrainingFields):
         description="Weight of the keypoint-heatmap MSE inside L_kpt (MSE of sparse maps is tiny).",
     )
     paf_loss_weight: float = Field(10.0, ge=0.0, description="Weight of the PAF MSE inside L_kpt.")
+    ignore_crowd_and_unlabelled: bool = Field(
+        True,
+        description="Leave crowd regions (iscrowd) out of the heatmap, PAF and centre-negative "
+        "losses, and people without labelled keypoints out of the heatmap and PAF losses "
+        "(OpenPose-style masks); false trains both as background. Training only: configs "
+        "stored before this field existed read it as true.",
+    )
 
     @model_validator(mode="after")
     def _input_fits_hourglass(self) -> CoarseNetConfig:

@@ -1,8 +1,10 @@
 """COCO person-keypoints training data for both networks.
 
 Reads any ``person_keypoints`` JSON and an image root, each a local path or an fsspec URI
-(``s3://…``, ``memory://…``). Crowd annotations (``iscrowd = 1``) are skipped. Preprocessing is
-the inference preprocessing of :mod:`model.codecs.image`.
+(``s3://…``, ``memory://…``). Crowd annotations (``iscrowd = 1``) are not persons: they, and
+people without labelled keypoints, are kept as regions stage 1 ignores
+(:mod:`model.training.ignore_regions`). Preprocessing is the inference preprocessing of
+:mod:`model.codecs.image`.
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ from model.training.augment import (
     transform_boxes,
     transform_keypoints,
 )
+from model.training.ignore_regions import (
+    IgnoreKind,
+    IgnoreRegion,
+    annotation_rle,
+    ignore_weights,
+)
 from schemas.model import CoarseNetConfig, RefinerConfig
 from schemas.spec import join_uri
 
@@ -53,15 +61,23 @@ class CocoImage(NamedTuple):
     uri: str  # where the image bytes live
     width: int
     height: int
-    boxes_xyxy: np.ndarray  # [P, 4]
+    boxes_xyxy: np.ndarray  # [P, 4] every non-crowd person, with or without keypoints
     kpts_xyv: np.ndarray  # [P, 17, 3]
+    # Crowds and persons without labelled keypoints, as compressed RLEs (a few hundred bytes each).
+    ignore_regions: tuple[IgnoreRegion, ...] = ()
 
 
 def load_coco_keypoints(annotations_uri: str, images_root: str) -> list[CocoImage]:
-    """Parse a COCO person-keypoints JSON into per-image records (crowd annotations skipped).
+    """Parse a COCO person-keypoints JSON into per-image records.
+
+    Non-crowd annotations with keypoints are persons (``boxes_xyxy``, ``kpts_xyv``), including
+    those with no labelled keypoint. Crowd annotations (``iscrowd = 1``) become ``crowd``
+    ignore regions and persons with no labelled keypoint (every ``v = 0``) also become
+    ``unlabelled`` ignore regions: their ``segmentation`` (polygons or RLE), else their box.
 
     Raises:
-        ValueError: the file is not COCO keypoints JSON with 17 keypoints per person.
+        ValueError: the file is not COCO keypoints JSON with 17 keypoints per person, or a
+            crowd's or unlabelled person's segmentation is malformed.
     """
     with fsspec.open(annotations_uri, "rb") as f:
         try:
@@ -72,17 +88,22 @@ def load_coco_keypoints(annotations_uri: str, images_root: str) -> list[CocoImag
     if missing:
         raise ValueError(f"{annotations_uri}: not COCO JSON, missing keys {missing}")
     by_image: dict[int, list[dict]] = {img["id"]: [] for img in data["images"]}
+    crowds_by_image: dict[int, list[dict]] = {img["id"]: [] for img in data["images"]}
     for ann in data["annotations"]:
-        if ann.get("iscrowd", 0) or "keypoints" not in ann:
+        crowd = bool(ann.get("iscrowd", 0))
+        if not crowd and "keypoints" not in ann:
+            continue
+        if ann["image_id"] not in by_image:
+            raise ValueError(
+                f"{annotations_uri}: annotation {ann.get('id')} names unknown image {ann['image_id']}"
+            )
+        if crowd:
+            crowds_by_image[ann["image_id"]].append(ann)
             continue
         if len(ann["keypoints"]) != 3 * NUM_KEYPOINTS:
             raise ValueError(
                 f"{annotations_uri}: annotation {ann.get('id')} has {len(ann['keypoints']) // 3} "
                 f"keypoints; DetPose trains on the COCO-17 layout"
-            )
-        if ann["image_id"] not in by_image:
-            raise ValueError(
-                f"{annotations_uri}: annotation {ann.get('id')} names unknown image {ann['image_id']}"
             )
         by_image[ann["image_id"]].append(ann)
     records = []
@@ -94,6 +115,13 @@ def load_coco_keypoints(annotations_uri: str, images_root: str) -> list[CocoImag
         kpts = np.array([a["keypoints"] for a in anns], dtype=np.float64).reshape(
             -1, NUM_KEYPOINTS, 3
         )
+        unlabelled = [a for a, k in zip(anns, kpts, strict=True) if not (k[:, 2] > 0).any()]
+        regions = _ignore_regions(
+            crowds_by_image[img["id"]],
+            unlabelled,
+            (int(img["height"]), int(img["width"])),
+            annotations_uri,
+        )
         records.append(
             CocoImage(
                 image_id=int(img["id"]),
@@ -102,9 +130,28 @@ def load_coco_keypoints(annotations_uri: str, images_root: str) -> list[CocoImag
                 height=int(img["height"]),
                 boxes_xyxy=boxes.reshape(-1, 4),
                 kpts_xyv=kpts,
+                ignore_regions=regions,
             )
         )
     return records
+
+
+def _ignore_regions(
+    crowds: list[dict], unlabelled: list[dict], image_hw: tuple[int, int], annotations_uri: str
+) -> tuple[IgnoreRegion, ...]:
+    """The ignore regions of one image's crowd and unlabelled-person annotations."""
+    regions = []
+    groups: tuple[tuple[IgnoreKind, list[dict]], ...] = (
+        ("crowd", crowds),
+        ("unlabelled", unlabelled),
+    )
+    for kind, anns in groups:
+        for ann in anns:
+            where = f"{annotations_uri}: annotation {ann.get('id')}"
+            rle = annotation_rle(ann.get("segmentation"), ann.get("bbox"), image_hw, where)
+            if rle is not None:
+                regions.append(IgnoreRegion(kind, rle))
+    return tuple(regions)
 
 
 def read_image_rgb(uri: str) -> np.ndarray:
@@ -181,7 +228,10 @@ class Stage1Dataset(_AugmentedImages):
     """Letterboxed images with CoarsePoseNet targets.
 
     Items are dicts: ``image [3, S, S]`` normalised; ``heatmaps [17, h, w]``; ``pafs [38, h, w]``;
-    ``centre [1, h, w]``, ``size [2, h, w]``, ``offset [2, h, w]``, ``reg_mask [1, h, w]``.
+    ``centre [1, h, w]``, ``size [2, h, w]``, ``offset [2, h, w]``, ``reg_mask [1, h, w]``;
+    ``kpt_weight [1, h, w]`` (0 over crowds and people without keypoints: no heatmap or PAF
+    loss) and ``det_weight [1, h, w]`` (0 over crowds: no centre negatives), both all ones when
+    the image has no such region or ``cfg.ignore_crowd_and_unlabelled`` is off.
     """
 
     cfg: CoarseNetConfig
@@ -216,11 +266,20 @@ class Stage1Dataset(_AugmentedImages):
         kpts_hm = input_to_heatmap(kpts[..., :2], cfg.stride)
         weights = kpts[..., 2] > 0
         det = encode_detection_targets(boxes[keep], out_hw, cfg.stride)
+        kpt_weight, det_weight = ignore_weights(
+            rec.ignore_regions if cfg.ignore_crowd_and_unlabelled else (),
+            (rec.height, rec.width),
+            compose_affines(affine, np.array([[scale, 0.0, 0.0], [0.0, scale, 0.0]])),
+            size,
+            cfg.stride,
+        )
         return {
             "image": image,
             "heatmaps": gaussian_heatmaps(kpts_hm, weights, out_hw, cfg.heatmap_sigma),
             "pafs": paf_targets(kpts_hm, weights, out_hw, cfg.paf_width),
             **det._asdict(),
+            "kpt_weight": kpt_weight,
+            "det_weight": det_weight,
         }
 
 

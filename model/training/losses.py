@@ -227,12 +227,20 @@ def refiner_loss(
     return {"mss": mss, "msr": msr, "total": mss + msr}
 
 
-def focal_loss(centre_logits: torch.Tensor, centre_target: torch.Tensor) -> torch.Tensor:
+def focal_loss(
+    centre_logits: torch.Tensor,
+    centre_target: torch.Tensor,
+    neg_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
     """CenterNet's penalty-reduced focal loss on centre heatmaps, normalised by the box count.
 
     Args:
         centre_logits: ``[B, 1, h, w]`` logits.
         centre_target: ``[B, 1, h, w]`` Gaussian targets, exactly 1 at box centres.
+        neg_weight: optional ``[B, 1, h, w]`` weight of the negative (non-centre) terms, 0 where
+            they do not count (crowd regions); ``None``: 1 everywhere. Positive terms are never
+            weighted, and the normaliser stays the box count, so masking negatives only removes
+            terms and never rescales the others.
 
     Returns:
         Scalar loss.
@@ -244,7 +252,45 @@ def focal_loss(centre_logits: torch.Tensor, centre_target: torch.Tensor) -> torc
     is_centre = (centre_target >= 1.0).float()
     pos = is_centre * (1 - prob) ** _FOCAL_ALPHA * log_p
     neg = (1 - is_centre) * (1 - centre_target) ** _FOCAL_BETA * prob**_FOCAL_ALPHA * log_not_p
+    if neg_weight is not None:
+        neg = neg * _pixel_weight(neg_weight, neg)
     return -(pos.sum() + neg.sum()) / is_centre.sum().clamp(min=1.0)
+
+
+def _pixel_weight(weight: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``weight [B, 1, h, w]`` as float32, checked against ``like [B, C, h, w]``."""
+    batch, _, height, width = like.shape
+    if weight.shape != (batch, 1, height, width):
+        raise ValueError(
+            f"[internal] pixel weight of shape {tuple(weight.shape)} for maps of shape "
+            f"{tuple(like.shape)}; expected {(batch, 1, height, width)}"
+        )
+    return weight.float()
+
+
+def masked_mse(
+    pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Squared error averaged over channels and the pixels that count (Cao et al.'s L2 loss).
+
+    Normalised by the number of valid pixels, so ignoring part of the maps keeps the loss a
+    mean per valid pixel (its scale does not shrink with the ignored area) and all-ones
+    weights give the plain mean.
+
+    Args:
+        pred: ``[B, C, h, w]``.
+        target: ``[B, C, h, w]``.
+        weight: optional ``[B, 1, h, w]`` pixel weights shared by the channels (1 = train,
+            0 = ignore); ``None``: every pixel counts.
+
+    Returns:
+        Scalar ``sum(weight * (pred - target)^2) / (C * sum(weight))``; 0 when no pixel counts.
+    """
+    err = (pred.float() - target.float()) ** 2
+    if weight is None:
+        return err.mean()
+    weight = _pixel_weight(weight, err)
+    return (err * weight).sum() / (weight.sum().clamp(min=1.0) * err.shape[1])
 
 
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -267,22 +313,18 @@ def detection_loss(
     Args:
         centre_logits, size, offset: network outputs (see :class:`model.nets.coarse_net.CoarseNetOutput`).
         targets: ``centre``, ``size``, ``offset``, ``reg_mask`` batched like
-            :class:`model.codecs.detection.DetectionTargets`.
+            :class:`model.codecs.detection.DetectionTargets`; optional ``det_weight``
+            ``[B, 1, h, w]``, the centre negatives' weight (:func:`focal_loss`; absent: 1).
         size_weight, offset_weight: weights of the L1 terms.
 
     Returns:
         ``{"centre", "size", "offset", "det"}`` scalars.
     """
-    centre = focal_loss(centre_logits, targets["centre"])
+    centre = focal_loss(centre_logits, targets["centre"], targets.get("det_weight"))
     size_l1 = masked_l1(size, targets["size"], targets["reg_mask"])
     offset_l1 = masked_l1(offset, targets["offset"], targets["reg_mask"])
     det = centre + size_weight * size_l1 + offset_weight * offset_l1
     return {"centre": centre, "size": size_l1, "offset": offset_l1, "det": det}
-
-
-def paf_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error of part affinity fields ``[B, 2L, h, w]`` (Cao et al.'s L2 loss)."""
-    return ((pred.float() - target.float()) ** 2).mean()
 
 
 def proposal_loss(
@@ -300,23 +342,27 @@ def proposal_loss(
 ) -> dict[str, torch.Tensor]:
     """Stage-1 loss ``L_p = det_weight * L_det + L_kpt``.
 
-    ``L_kpt`` averages over stacks ``heatmap_weight * MSE(heatmaps) + paf_weight * MSE(PAFs)``.
+    ``L_kpt`` averages over stacks ``heatmap_weight * MSE(heatmaps) + paf_weight * MSE(PAFs)``,
+    both :func:`masked_mse` over the pixels where ``kpt_weight`` is 1.
 
     Args:
         stack_heatmaps: per stack ``[B, 17, h, w]``.
         stack_pafs: per stack ``[B, 38, h, w]``.
         centre_logits, size, offset: detection outputs.
-        targets: ``heatmaps``, ``pafs`` and the detection targets of :func:`detection_loss`.
+        targets: ``heatmaps``, ``pafs`` and the detection targets of :func:`detection_loss`
+            (with the optional ``det_weight``); optional ``kpt_weight [B, 1, h, w]``, 0 where
+            heatmaps and PAFs are not trained (crowds, people without keypoints; absent: 1).
         det_weight, heatmap_weight, paf_weight, size_weight, offset_weight: loss weights.
 
     Returns:
         ``{"centre", "size", "offset", "det", "heatmap", "paf", "kpt", "total"}`` scalars.
     """
     det = detection_loss(centre_logits, size, offset, targets, size_weight, offset_weight)
+    kpt_weight = targets.get("kpt_weight")
     heatmap = torch.stack(
-        [((h.float() - targets["heatmaps"]) ** 2).mean() for h in stack_heatmaps]
+        [masked_mse(h, targets["heatmaps"], kpt_weight) for h in stack_heatmaps]
     ).mean()
-    paf = torch.stack([paf_loss(p, targets["pafs"]) for p in stack_pafs]).mean()
+    paf = torch.stack([masked_mse(p, targets["pafs"], kpt_weight) for p in stack_pafs]).mean()
     kpt = heatmap_weight * heatmap + paf_weight * paf
     return {
         **det,

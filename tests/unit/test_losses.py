@@ -12,6 +12,7 @@ from model.training.losses import (
     association_neighbours,
     detection_loss,
     focal_loss,
+    masked_mse,
     multiscale_loss,
     per_keypoint_l2,
     proposal_loss,
@@ -186,3 +187,75 @@ def test_proposal_loss_is_weighted_det_plus_kpt() -> None:
     assert out["paf"].item() == pytest.approx(0.04)
     assert out["kpt"].item() == pytest.approx(10 * 0.05 + 5 * 0.04)
     assert out["total"].item() == pytest.approx(2.0 * out["det"].item() + out["kpt"].item())
+
+
+def test_masked_mse_averages_over_channels_and_valid_pixels_only() -> None:
+    pred = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0], [0.0, 2.0]]]])  # [1, 2, 2, 2]
+    target = torch.zeros_like(pred)
+    weight = torch.tensor([[[[1.0, 0.0], [1.0, 1.0]]]])  # the pixel holding 2 and 0 is ignored
+    # channel 0: 1 + 9 + 16, channel 1: 0 + 0 + 4, over 3 valid pixels x 2 channels
+    assert masked_mse(pred, target, weight).item() == pytest.approx(30 / 6)
+    assert masked_mse(pred, target).item() == pytest.approx(34 / 8)
+    assert masked_mse(pred, target, torch.ones(1, 1, 2, 2)).item() == pytest.approx(34 / 8)
+    assert masked_mse(pred, target, torch.zeros(1, 1, 2, 2)).item() == 0.0
+    with pytest.raises(ValueError, match=r"\[internal\] pixel weight of shape \(1, 2, 2, 2\)"):
+        masked_mse(pred, target, torch.ones(1, 2, 2, 2))
+
+
+def test_focal_loss_drops_weighted_negatives_but_never_the_centre() -> None:
+    target = torch.tensor([[[[1.0, 0.5], [0.0, 0.0]]]])
+    logits = torch.zeros(1, 1, 2, 2)  # p = 0.5 everywhere
+    ln2 = math.log(2)
+    # centre .25 ln2; negatives: (1 - .5)^4 * .25 ln2 and twice .25 ln2; one centre
+    assert focal_loss(logits, target).item() == pytest.approx((0.25 + 0.015625 + 0.5) * ln2)
+    weight = torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]]])  # the centre's own weight does not matter
+    expected = (0.25 + 0.015625 + 0.25) * ln2
+    assert focal_loss(logits, target, weight).item() == pytest.approx(expected, rel=1e-6)
+
+
+def _stage1_targets() -> dict[str, torch.Tensor]:
+    return {
+        "centre": torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]]),
+        "size": torch.zeros(1, 2, 2, 2),
+        "offset": torch.zeros(1, 2, 2, 2),
+        "reg_mask": torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]]),
+        "heatmaps": torch.zeros(1, 17, 2, 2),
+        "pafs": torch.zeros(1, 38, 2, 2),
+    }
+
+
+def _stage1_loss(heatmaps: torch.Tensor, pafs: torch.Tensor, targets: dict) -> dict:
+    return proposal_loss(
+        [heatmaps], [pafs], torch.zeros(1, 1, 2, 2), targets["size"], targets["offset"], targets,
+        det_weight=1.0, heatmap_weight=100.0, paf_weight=10.0, size_weight=0.1, offset_weight=1.0,
+    )  # fmt: skip
+
+
+def test_a_prediction_wrong_only_where_ignored_costs_no_keypoint_loss() -> None:
+    heatmaps, pafs = torch.zeros(1, 17, 2, 2), torch.zeros(1, 38, 2, 2)
+    heatmaps[:, :, 1, 0], pafs[:, :, 1, 0] = 1.0, 0.5  # wrong only at pixel (row 1, col 0)
+    trained = torch.tensor([[[[1.0, 1.0], [0.0, 1.0]]]])  # 0: ignored
+    masked = _stage1_loss(heatmaps, pafs, {**_stage1_targets(), "kpt_weight": trained})
+    assert masked["heatmap"].item() == 0.0 and masked["paf"].item() == 0.0
+    assert masked["kpt"].item() == 0.0
+    plain = _stage1_loss(heatmaps, pafs, _stage1_targets())
+    assert plain["heatmap"].item() == pytest.approx(1 / 4)
+    assert plain["paf"].item() == pytest.approx(0.25 / 4)
+
+
+def test_stage1_batches_without_weights_train_every_pixel() -> None:
+    gen = torch.Generator().manual_seed(0)
+    heatmaps, pafs = torch.rand(1, 17, 2, 2, generator=gen), torch.rand(1, 38, 2, 2, generator=gen)
+    ones = {"kpt_weight": torch.ones(1, 1, 2, 2), "det_weight": torch.ones(1, 1, 2, 2)}
+    plain = _stage1_loss(heatmaps, pafs, _stage1_targets())
+    weighted = _stage1_loss(heatmaps, pafs, {**_stage1_targets(), **ones})
+    for key, value in plain.items():
+        assert weighted[key].item() == pytest.approx(value.item(), rel=1e-6), key
+    det_masked = _stage1_loss(
+        heatmaps,
+        pafs,
+        {**_stage1_targets(), "det_weight": torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])},
+    )
+    # Only the centre's positive term is left: (1 - .5)^2 ln 2 at logit 0.
+    assert det_masked["centre"].item() == pytest.approx(0.25 * math.log(2), rel=1e-6)
+    assert det_masked["heatmap"].item() == pytest.approx(plain["heatmap"].item())
