@@ -103,8 +103,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="build/synth-demo", metavar="DIR", help="working folder")
     p.add_argument("--train-images", type=int, default=1200, metavar="N")
     p.add_argument("--test-images", type=int, default=100, metavar="N", help="per crowd level")
-    p.add_argument("--stage1-steps", type=int, default=4000, metavar="N")
-    p.add_argument("--refiner-steps", type=int, default=4000, metavar="N")
+    p.add_argument("--stage1-steps", type=int, default=6000, metavar="N")
+    p.add_argument("--refiner-steps", type=int, default=6000, metavar="N")
     p.add_argument(
         "--no-ablations", action="store_true", help="train and evaluate the full method only"
     )
