@@ -26,7 +26,10 @@ from typing import Any
 
 import yaml
 
+from jobs.common import number_in
+
 logger = logging.getLogger(__name__)
+POSITIVE = number_in(int, 1)
 
 CROWD_LEVELS = ("low", "medium", "high")
 FILTER_MODES = ("coarse", "nms", "oks_nms", "none")
@@ -101,16 +104,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "finished steps; writes OUT/report.md and OUT/report.json.",
     )
     p.add_argument("--out", default="build/synth-demo", metavar="DIR", help="working folder")
-    p.add_argument("--train-images", type=int, default=1200, metavar="N")
-    p.add_argument("--test-images", type=int, default=100, metavar="N", help="per crowd level")
-    p.add_argument("--stage1-steps", type=int, default=6000, metavar="N")
-    p.add_argument("--refiner-steps", type=int, default=6000, metavar="N")
+    p.add_argument("--train-images", type=POSITIVE, default=1200, metavar="N")
+    p.add_argument("--test-images", type=POSITIVE, default=100, metavar="N", help="per crowd level")
+    p.add_argument("--stage1-steps", type=POSITIVE, default=6000, metavar="N")
+    p.add_argument("--refiner-steps", type=POSITIVE, default=6000, metavar="N")
     p.add_argument(
         "--no-ablations", action="store_true", help="train and evaluate the full method only"
     )
     p.add_argument(
         "--parallel",
-        type=int,
+        type=POSITIVE,
         default=max(1, min(4, os.cpu_count() or 1)),
         metavar="N",
         help="trainings run side by side, one thread each (default: one per core, at most 4)",
@@ -315,10 +318,6 @@ def _training_records(demo: Demo) -> dict[str, Any]:
 
 def cmd_synth_demo(args: argparse.Namespace) -> int:
     """Run ``detpose synth-demo``; returns the exit status."""
-    for flag in ("train_images", "test_images", "stage1_steps", "refiner_steps", "parallel"):
-        if getattr(args, flag) < 1:
-            print(f"detpose synth-demo: --{flag.replace('_', '-')} must be >= 1", file=sys.stderr)
-            return 2
     demo = Demo(
         Path(args.out), args.train_images, args.test_images, args.stage1_steps,
         args.refiner_steps, not args.no_ablations, args.parallel,

@@ -7,6 +7,7 @@ as in the hourglass papers it builds on, as the mean squared error over the heat
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -62,6 +63,7 @@ def association_neighbours(
     return tuple(tuple(sorted(n)) for n in neighbours)
 
 
+@functools.lru_cache(maxsize=4)
 def structure_neighbours(structure_loss: str) -> tuple[tuple[int, ...], ...]:
     """``N(n)`` for a ``RefinerConfig.structure_loss`` mode (empty for ``'keypoints'``)."""
     if structure_loss == "associations":
@@ -76,10 +78,14 @@ def structure_neighbours(structure_loss: str) -> tuple[tuple[int, ...], ...]:
     )
 
 
+@functools.lru_cache(maxsize=32)
 def _neighbour_matrix(
-    neighbours: Sequence[Sequence[int]], num_channels: int, device: torch.device
+    neighbours: tuple[tuple[int, ...], ...], num_channels: int, device: torch.device
 ) -> torch.Tensor:
-    """``[M, M*]`` with entry ``(n, c)`` = 1 when channel ``c`` is in ``N(n)``."""
+    """``[M, M*]`` with entry ``(n, c)`` = 1 when channel ``c`` is in ``N(n)``.
+
+    Cached: every scale of every stack of every step asks for the same few matrices.
+    """
     mat = torch.zeros((len(neighbours), num_channels), device=device)
     for n, ns in enumerate(neighbours):
         mat[n, list(ns)] = 1.0
@@ -137,7 +143,7 @@ def structure_aware_loss(
             f"[internal] {d.shape[1]} heatmap channels do not hold {num_keypoints} keypoints "
             "and their neighbour channels"
         )
-    matrix = _neighbour_matrix(neighbours, d.shape[1], d.device)
+    matrix = _neighbour_matrix(tuple(map(tuple, neighbours)), d.shape[1], d.device)
     neighbour_sum = d @ matrix.T  # [B, M]: sum_{n' in N(n)} d_n'
     return (keypoint_terms + alpha2 * neighbour_sum).mean()
 

@@ -67,3 +67,12 @@ def test_the_eval_specs_are_valid_job_specs(tmp_path: Path) -> None:
     assert spec.stage1.model == spec.refiner.model == "detposenet"
     assert spec.refiner.checkpoint.endswith("refiner-no-msr.pt")
     assert spec.filter.recovered_dedupe_oks == 0.7
+
+
+def test_sizes_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    from jobs.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["synth-demo", "--refiner-steps", "0"])
+    assert exit_info.value.code == 2
+    assert "got '0'; expected at least 1" in capsys.readouterr().err
