@@ -114,6 +114,16 @@ def test_large_enough_to_decide_with(data):
     assert sum(1 for n in per_image.values() if n >= 3) >= 20  # mostly crowded scenes
 
 
+def test_the_held_out_part_alone_is_large_enough(data):
+    """MoveNet was trained on COCO train2017: the images it has not seen must suffice alone."""
+    held_out = {im["id"] for im in data["images"] if im["split"] != "train2017"}
+    people = [a for a in labelled(data) if a["image_id"] in held_out]
+    assert len(held_out) >= 40
+    assert len(people) >= 150
+    per_image = Counter(a["image_id"] for a in people)
+    assert sum(1 for n in per_image.values() if n >= 3) >= 20  # mostly crowded scenes
+
+
 def test_the_ground_truth_scores_ap_1(gt, data):
     results = [
         {"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"], "score": 1.0}
