@@ -19,6 +19,9 @@ from pipeline.formats.coco import write_coco
 from pipeline.formats.common import ImageRecord, JobRows, keypoint_visibility
 from pipeline.formats.cvat import write_cvat
 from pipeline.formats.labelstudio import read_labelstudio, write_labelstudio
+from pipeline.job_parts import PartFileError
+from pipeline.outputs import OutputError
+from pipeline.sink import NoAnnotationsError
 from pipeline.storage import image_id_for
 from tests.export_fixtures import COCO_SAMPLE, EDGE_SIZE, expected_images, make_job, sample_rows
 from tests.review_fixtures import ok_row, write_part
@@ -403,28 +406,38 @@ def test_an_existing_output_is_replaced_but_a_folder_is_refused(tmp_path, job):
     out.write_text("old")
     export_job(str(job), "coco", str(out))
     assert json.loads(out.read_text())["images"]
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("gt")] == ["gt.json"]
-    with pytest.raises(FormatError, match="is a folder"):
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(("gt", ".gt"))] == ["gt.json"]
+    with pytest.raises(OutputError, match="is a folder"):
         export_job(str(job), "coco", str(tmp_path))
 
 
 def test_a_missing_job_folder_names_the_folder(tmp_path):
-    with pytest.raises(FormatError, match="no annotation files") as info:
+    with pytest.raises(NoAnnotationsError, match="no annotation files") as info:
         export_job(str(tmp_path / "nope"), "coco", str(tmp_path / "x.json"))
     assert str(tmp_path / "nope") in str(info.value)
     assert not (tmp_path / "x.json").exists()
 
 
 @pytest.mark.parametrize("fmt", ["coco", "labelstudio"])
-def test_an_unreadable_part_file_is_skipped_with_a_warning(tmp_path, job, rows, fmt):
-    (job / "annotations" / "run-001-part-000000-dead.parquet").write_bytes(b"PAR1 truncated")
+def test_an_unreadable_part_file_stops_the_export_unless_partial_is_accepted(
+    tmp_path, job, rows, fmt
+):
+    dead = job / "annotations" / "run-001-part-000000-dead.parquet"
+    dead.write_bytes(b"PAR1 truncated")
     out = tmp_path / "out.json"
-    summary = export_job(str(job), fmt, str(out))
+    with pytest.raises(PartFileError, match=str(dead)):
+        export_job(str(job), fmt, str(out))
+    assert not out.exists()
+    summary = export_job(str(job), fmt, str(out), allow_partial=True)
     assert summary.images == len(expected_images(rows))
+    assert list(summary.parts.skipped) == [str(dead)]
     written = json.loads(out.read_text())
     assert len(written["images"] if fmt == "coco" else written) == summary.images
-    (warning,) = summary.warnings
-    assert "run-001-part-000000-dead.parquet" in warning
+    if fmt == "coco":
+        assert "PARTIAL" in written["info"]["description"]
+        assert list(written["info"]["detpose"]["partial"]["unreadable_files"]) == [str(dead)]
+    else:
+        assert all("PARTIAL" in t["predictions"][0]["model_version"] for t in written)
 
 
 def big_job(folder: Path, parts: int, rows_per_part: int) -> Path:
