@@ -85,7 +85,11 @@ class PartsReport:
         """The report as an output file records it (``partial`` only when something was)."""
         out: dict[str, Any] = {}
         if self.skipped:
-            out["partial"] = {"files": self.files, "unreadable_files": dict(self.skipped)}
+            out["partial"] = {
+                "note": self.partial_note(),
+                "files": self.files,
+                "unreadable_files": dict(self.skipped),
+            }
         if self.persons_non_finite:
             out["persons_non_finite"] = self.persons_non_finite
         return out

@@ -58,7 +58,7 @@ def _file_problem(path: str, replace_symlink: bool) -> str | None:
     """Why the local ``path`` must not be replaced by a new file; None when it may be."""
     try:
         mode = os.lstat(path).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # the parent is checked on its own
         return None
     if stat.S_ISLNK(mode):
         if replace_symlink:
@@ -86,6 +86,16 @@ def _parent_problem(path: str) -> str | None:
     return None
 
 
+def _remote_type(fs: Any, path: str, uri: str) -> str | None:
+    """``file`` or ``directory`` for what an object store holds at ``path``; None for nothing.
+    Asked with ``info``: ``isfile``/``isdir`` would take an unreachable store for an empty one."""
+    with storage_errors(uri, "write"):
+        try:
+            return fs.info(path).get("type")
+        except FileNotFoundError:
+            return None
+
+
 def check_output_file(uri: str, storage: StorageSpec, *, replace_symlink: bool = False) -> None:
     """Refuse, before any work, an output file that must not be written (see module doc).
 
@@ -96,8 +106,7 @@ def check_output_file(uri: str, storage: StorageSpec, *, replace_symlink: bool =
     if _is_local(uri):
         problem = _file_problem(path, replace_symlink) or _parent_problem(path)
     else:
-        with storage_errors(uri, "write"):
-            is_dir = fs.isdir(path)
+        is_dir = _remote_type(fs, path, uri) == "directory"
         problem = "is a folder; expected the path of a file to write" if is_dir else None
     if problem:
         raise OutputError(f"output {uri!r} {problem}")
@@ -123,9 +132,7 @@ def check_output_folder(
     """
     fs, root = filesystem_for(uri, storage)
     if not _is_local(uri):
-        with storage_errors(uri, "write"):
-            is_file = fs.isfile(root)
-        if is_file:
+        if _remote_type(fs, root, uri) == "file":
             raise OutputError(f"output {uri!r} is a file; expected a folder")
         return
     if os.path.lexists(root) and not os.path.isdir(root):

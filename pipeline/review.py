@@ -364,7 +364,7 @@ def build_gallery(
                         replace_symlink=replace_symlink)  # fmt: skip
     selection = select_for_review(job_uri, storage, limit, max_errors, empty, allow_partial)
     fs, root = filesystem_for(out_uri, storage)
-    with storage_errors(out_uri, "write the gallery to"):
+    with storage_errors(out_uri, "write"):
         fs.makedirs(f"{root}/thumbs", exist_ok=True)
 
     def make(rank_item: tuple[int, ReviewItem]) -> Tile:

@@ -95,7 +95,7 @@ class CocoAnnotation(_Foreign):
         bad = next((k for k, v in enumerate(keypoints[2::3]) if v not in (0, 1, 2)), None)
         if bad is not None:
             raise ValueError(
-                f"keypoint {bad}: visibility {keypoints[3 * bad + 2]!r}; expected 0, 1 or 2"
+                f"keypoint {bad}: visibility {keypoints[3 * bad + 2]:g}; expected 0, 1 or 2"
             )
         return keypoints
 

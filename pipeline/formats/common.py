@@ -91,9 +91,12 @@ def validation_error(source: str, exc: ValidationError, data: Any, root: str = "
     first = errors[0]
     missing = first["type"] == "missing"
     where = _location(data, first["loc"], missing, root)
-    got = "" if missing else f" (got {_shown(first['input'])})"
+    if first["type"] == "value_error":  # our own validators name the value themselves
+        rule, got = str(first["ctx"]["error"]), ""
+    else:
+        rule, got = first["msg"], "" if missing else f" (got {_shown(first['input'])})"
     more = f" ({len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    return FormatError(f"{source}: {where}: {first['msg']}{got}{more}")
+    return FormatError(f"{source}: {where}: {rule}{got}{more}")
 
 
 def leaves_root(name: str) -> bool:
