@@ -27,7 +27,7 @@ import pytest
 from jobs.cli import main
 from tests.export_fixtures import COCO_SAMPLE, make_job, sample_rows
 from tests.helpers import run_cli
-from tests.review_fixtures import ok_row, write_part
+from tests.review_fixtures import write_part
 
 CLOSED_PORT = "http://127.0.0.1:1"  # nothing listens there: connection refused at once
 COCO = json.loads((COCO_SAMPLE / "annotations.json").read_text())
