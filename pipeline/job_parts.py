@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import JobSetupError
 from pipeline.sink import job_part_files, read_part_file
-from pipeline.storage import is_storage_failure
+from pipeline.storage import is_storage_failure, storage_failure
 from schemas.formats import MAX_IMAGE_SIDE
 from schemas.output import ANNOTATION_SCHEMA, STATUS_ERROR, STATUS_OK
 from schemas.spec import StorageSpec
@@ -39,13 +39,15 @@ T = TypeVar("T")
 
 
 class PartFileError(JobSetupError):
-    """A part file that cannot be read, or holds a row that breaks the schema's rules."""
+    """A part file that cannot be read, or holds a row that breaks the schema's rules.
 
-    def __init__(self, path: str, reason: str) -> None:
+    ``path`` is the file in its filesystem; ``name`` how messages show it (its URI)."""
+
+    def __init__(self, path: str, reason: str, name: str | None = None) -> None:
         self.path, self.reason = path, reason
         super().__init__(
-            f"annotation file {path!r}: {reason} (pass {ALLOW_PARTIAL_FLAG} to leave the file "
-            "out and accept a result marked partial)"
+            f"annotation file {name or path!r}: {reason} (pass {ALLOW_PARTIAL_FLAG} to leave "
+            "the file out and accept a result marked partial)"
         )
 
 
@@ -62,6 +64,17 @@ class PartsReport:
     @property
     def partial(self) -> bool:
         return bool(self.skipped)
+
+    def partial_record(self) -> dict[str, Any]:
+        """``{"partial": …}`` for an output file when files were left out, else nothing."""
+        if not self.skipped:
+            return {}
+        partial = {
+            "note": self.partial_note(),
+            "files": self.files,
+            "unreadable_files": dict(self.skipped),
+        }
+        return {"partial": partial}
 
     def partial_note(self) -> str | None:
         """``PARTIAL: 1 of 3 annotation files could not be read and were left out: …``."""
@@ -82,17 +95,10 @@ class PartsReport:
         )
 
     def record(self) -> dict[str, Any]:
-        """The report as an output file records it (``partial`` only when something was)."""
-        out: dict[str, Any] = {}
-        if self.skipped:
-            out["partial"] = {
-                "note": self.partial_note(),
-                "files": self.files,
-                "unreadable_files": dict(self.skipped),
-            }
-        if self.persons_non_finite:
-            out["persons_non_finite"] = self.persons_non_finite
-        return out
+        """The whole report as an output file records it, once the pass is done (keys only
+        for what was left out)."""
+        dropped = self.persons_non_finite
+        return {**self.partial_record(), **({"persons_non_finite": dropped} if dropped else {})}
 
 
 def _fits(actual: pa.DataType, expected: pa.DataType) -> bool:
@@ -113,15 +119,16 @@ def _fits(actual: pa.DataType, expected: pa.DataType) -> bool:
     return actual.equals(expected)
 
 
-def check_schema(schema: pa.Schema, columns: Sequence[str], path: str) -> None:
-    """Raise ``PartFileError`` unless every one of ``columns`` is in ``schema`` with its type."""
+def schema_problem(schema: pa.Schema, columns: Sequence[str]) -> str | None:
+    """Why ``schema`` does not hold every one of ``columns`` with its type; None when it does."""
     for name in columns:
         expected = ANNOTATION_SCHEMA.field(name).type
         if name not in schema.names:
-            raise PartFileError(path, f"no column {name!r}; not an annotation file of DetPose")
+            return f"no column {name!r}; not an annotation file of DetPose"
         actual = schema.field(name).type
         if not _fits(actual, expected):
-            raise PartFileError(path, f"column {name!r} holds {actual}, expected {expected}")
+            return f"column {name!r} holds {actual}, expected {expected}"
+    return None
 
 
 def _first(mask: np.ndarray) -> int | None:
@@ -217,16 +224,44 @@ class JobParts:
         self.allow_partial = allow_partial
         self.fs, self.files = job_part_files(job_uri, storage)
         self.report = PartsReport(files=len(self.files))
+        self._skipped: set[str] = set()  # paths; the report names them as users know them
         self._dropped: dict[str, tuple[int, str | None]] = {}
         for path in self.files:
             self.run(lambda path=path: self._check_footer(path, columns))
 
     def _check_footer(self, path: str, columns: Sequence[str]) -> None:
-        if path in self.report.skipped:
+        if path in self._skipped:
             return
-        with read_errors(path), self.fs.open(path, "rb") as fh:
+        with self._reading(path), self.fs.open(path, "rb") as fh:
             schema = pq.ParquetFile(fh).schema_arrow
-        check_schema(schema, columns, path)
+        problem = schema_problem(schema, columns)
+        if problem:
+            raise self._error(path, problem)
+
+    def _name(self, path: str) -> str:
+        """``path`` as users know it: a local path, or the URI with its scheme."""
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        return path if "file" in protocols else self.fs.unstrip_protocol(path)
+
+    def _error(self, path: str, reason: str) -> PartFileError:
+        return PartFileError(path, reason, self._name(path))
+
+    @contextmanager
+    def _reading(self, path: str) -> Iterator[None]:
+        """Turn a failure to read ``path`` (truncated, another format, an I/O error) into
+        ``PartFileError`` naming it. A store that cannot be reached is not a bad file: that
+        is ``StorageError``'s line, which ``allow_partial`` does not accept."""
+        try:
+            yield
+        except JobSetupError:
+            raise
+        except Exception as exc:
+            if is_storage_failure(exc) and not isinstance(exc, OSError):
+                raise storage_failure(self._name(path), "read", exc) from exc
+            if not isinstance(exc, OSError | ValueError | pa.ArrowException):
+                raise
+            text = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise self._error(path, f"cannot be read: {type(exc).__name__}: {text}") from exc
 
     def run(self, attempt: Callable[[], T]) -> T:
         """``attempt()``, a whole pass over the files. With ``allow_partial`` a file that
@@ -236,26 +271,27 @@ class JobParts:
             try:
                 return attempt()
             except PartFileError as exc:
-                if not self.allow_partial or exc.path in self.report.skipped:
+                if not self.allow_partial or exc.path in self._skipped:
                     raise
-                self.report.skipped[exc.path] = exc.reason
+                self._skipped.add(exc.path)
+                self.report.skipped[self._name(exc.path)] = exc.reason
                 self._dropped.pop(exc.path, None)
                 self._count_dropped()
 
     def _files(self) -> list[str]:
-        return [p for p in self.files if p not in self.report.skipped]
+        return [p for p in self.files if p not in self._skipped]
 
     def _checked(self, batch: pa.RecordBatch, path: str, first_row: int) -> pa.RecordBatch:
         problem = _row_problem(batch)
         if problem is not None:
             row, rule = problem
-            raise PartFileError(path, f"row {first_row + row}: {rule}")
+            raise self._error(path, f"row {first_row + row}: {rule}")
         if "persons" not in batch.schema.names:
             return batch
         persons, dropped = drop_non_finite_persons(batch.column("persons"))
         if dropped.any():
             before, where = self._dropped.get(path, (0, None))
-            where = where or f"{path} row {first_row + _first(dropped > 0)}"
+            where = where or f"{self._name(path)} row {first_row + _first(dropped > 0)}"
             self._dropped[path] = (before + int(dropped.sum()), where)
             self._count_dropped()
             index = batch.schema.get_field_index("persons")
@@ -275,16 +311,16 @@ class JobParts:
         """
         for path in self._files():
             self._dropped.pop(path, None)  # counted again on this pass
-            with read_errors(path):
+            with self._reading(path):
                 fh = self.fs.open(path, "rb")
             try:
-                with read_errors(path):
+                with self._reading(path):
                     reader = pq.ParquetFile(fh).iter_batches(batch_rows, columns=list(columns))
                 first_row = 0
                 while True:
-                    # Only the read is in read_errors: a failure of the caller's own work
+                    # Only the read is in _reading: a failure of the caller's own work
                     # (writing the export) must not pass for an unreadable part file.
-                    with read_errors(path):
+                    with self._reading(path):
                         batch = next(reader, None)
                     if batch is None:
                         break
@@ -298,7 +334,7 @@ class JobParts:
         tables = []
         for path in self._files():
             self._dropped.pop(path, None)
-            with read_errors(path):
+            with self._reading(path):
                 table = read_part_file(self.fs, path, list(columns))
             batches, first_row = [], 0
             for batch in table.to_batches():
@@ -308,19 +344,3 @@ class JobParts:
         if not tables:
             return ANNOTATION_SCHEMA.empty_table().select(list(columns))
         return pa.concat_tables(tables)
-
-
-@contextmanager
-def read_errors(path: str) -> Iterator[None]:
-    """Turn a failure to read ``path`` (a truncated file, another format, a storage error)
-    into ``PartFileError`` naming it; anything else passes through."""
-    try:
-        yield
-    except PartFileError:
-        raise
-    except Exception as exc:
-        unreadable = isinstance(exc, OSError | ValueError | pa.ArrowException)
-        if not unreadable and not is_storage_failure(exc):
-            raise
-        text = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise PartFileError(path, f"cannot be read: {type(exc).__name__}: {text}") from exc

@@ -97,7 +97,7 @@ def export_job(
                         "job": job_uri,
                         "min_score": thresholds.min_score,
                         "visible_score": thresholds.visible_score,
-                        **report.record(),
+                        **report.partial_record(),  # known before writing: see run() below
                     },
                 }
                 write_coco(images, fh, info)
