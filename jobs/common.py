@@ -9,7 +9,10 @@ import math
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the annotation only: jobs.common is imported by every command
+    from pipeline.job_parts import PartsReport
 
 LOCAL_CPU_OVERSUBSCRIPTION = 4
 MIN_LOCAL_LOGICAL_CPUS = 8
@@ -66,9 +69,9 @@ def add_output_args(parser: argparse.ArgumentParser, partial: bool = True) -> No
         )
 
 
-def print_parts_report(report: Any, result: str) -> None:
-    """Warn about what reading a job's part files left out (a ``PartsReport``): a partial
-    ``result`` and persons with non-finite numbers."""
+def print_parts_report(report: PartsReport, result: str) -> None:
+    """Warn about what reading a job's part files left out: a partial ``result`` and persons
+    with non-finite numbers."""
     partial = report.partial_note()
     if partial:
         print(f"detpose: warning: {partial}; this {result} is PARTIAL", file=sys.stderr)

@@ -124,10 +124,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
                         replace_symlink=args.replace_symlink)  # fmt: skip
     benchmark = load_benchmark(args.annotations, args.images, args.dataset, spec.storage)
     if args.job:
-        table, mode, weights, report = job_rows(args.job, spec.storage, args.allow_partial)
+        table, mode, weights, parts = job_rows(args.job, spec.storage, args.allow_partial)
         matched = match_job_uris(benchmark, table.column("uri").to_pylist())
         benchmark = dataclasses.replace(benchmark, image_ids=matched)
-        extra = {"job": args.job, "filter_modes": [mode], **report.record()}
+        extra = {"job": args.job, "filter_modes": [mode], **parts.record()}
     else:
         modes = args.filter or [spec.filter.mode]
         boxes = eval_boxes(spec, benchmark)  # like the weights, checked before Ray starts
@@ -145,14 +145,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
             args.no_progress_timeout,
             boxes,
         )
-        table, weights, report = run.rows, run.weights, run.report
+        table, weights, parts = run.rows, run.weights, run.report
         extra = {
             "images": args.images,
             "stages": [stage.model_dump() for stage in run.stages],
             "filter_modes": modes,
             "gt_boxes": args.gt_boxes,
             "spec": spec.to_public_dict(),
-            **report.record(),
+            **parts.record(),
         }
     if not benchmark.image_ids:
         raise SpecError(f"{args.annotations}: none of its images were found among the inputs")
@@ -161,7 +161,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     write_json(join_uri(args.output, "eval.json"), record, spec.storage,
                replace_symlink=args.replace_symlink)  # fmt: skip
     print(format_table(reports))
-    print_parts_report(report, "evaluation")
+    print_parts_report(parts, "evaluation")
     for mode, report in reports.items():
         if report["images_ok"] < report["images"]:
             # Scores over fewer images than asked for must not pass unnoticed.
