@@ -89,7 +89,9 @@ def format_table(reports: dict[str, dict[str, Any]]) -> str:
 
 def _replaced_by_eval(name: str) -> bool:
     """The entries of the output folder that ``eval`` writes (besides ``rows/``)."""
-    return name == "eval.json" or (name.startswith("results") and name.endswith(".json"))
+    if name in ("eval.json", "results.json"):
+        return True
+    return name.startswith("results-") and name.endswith(".json")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
