@@ -20,7 +20,7 @@ from contextlib import contextmanager, suppress
 from typing import IO, Any
 
 from pipeline.errors import JobSetupError
-from pipeline.storage import filesystem_for, local_file_kind, storage_errors
+from pipeline.storage import filesystem_for, is_s3, local_file_kind, storage_errors
 from schemas.spec import LOCAL_SCHEMES, StorageSpec, uri_scheme
 
 REPLACE_SYMLINK_FLAG = "--replace-symlink"
@@ -216,8 +216,8 @@ def write_atomic(
     content_type: str | None = None,
     replace_symlink: bool = False,
 ) -> None:
-    """Write a small file whole (see ``open_atomic``); ``content_type`` for object stores,
-    where one PUT is atomic on its own."""
+    """Write a small file whole (see ``open_atomic``); elsewhere one PUT is atomic on its own.
+    ``content_type`` is given to S3, where it decides whether a browser shows a file."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
     if _is_local(uri):
         with open_atomic(uri, storage, binary=True, replace_symlink=replace_symlink) as fh:
@@ -225,7 +225,8 @@ def write_atomic(
         return
     fs, path = filesystem_for(uri, storage)
     with storage_errors(uri, "write"):
-        fs.pipe_file(path, payload, **({"ContentType": content_type} if content_type else {}))
+        extra = {"ContentType": content_type} if content_type and is_s3(uri) else {}
+        fs.pipe_file(path, payload, **extra)
 
 
 def write_json(

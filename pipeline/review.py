@@ -371,7 +371,6 @@ def build_gallery(
         rank, item = rank_item
         data, (w, h), unavailable, note = render_thumbnail(item, storage, side, threshold)
         name = f"thumbs/{rank:05d}-{item.image_id:016x}.jpg"
-        # On S3 the content type decides whether a browser shows a file or downloads it.
         write_atomic(join_uri(out_uri, name), data, storage, content_type="image/jpeg",
                      replace_symlink=replace_symlink)  # fmt: skip
         return Tile(item, rank, name, w, h, unavailable, note)

@@ -28,6 +28,11 @@ IMAGE_EXTENSIONS = frozenset(
 _S3_SCHEMES = {"s3", "s3a"}
 
 
+def is_s3(uri: str) -> bool:
+    """True for an ``s3://`` (or ``s3a://``) URI."""
+    return uri_scheme(uri) in _S3_SCHEMES
+
+
 class InputError(JobSetupError):
     """An input or manifest that cannot be listed; the message names it."""
 
