@@ -1,4 +1,5 @@
-"""What several commands share: argument types that say what they expect, and Ray start-up."""
+"""What several commands share: argument types that say what they expect, the output-safety
+flags and their reports, and Ray start-up."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ import argparse
 import logging
 import math
 import os
+import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the annotation only: jobs.common is imported by every command
+    from pipeline.job_parts import PartsReport
 
 LOCAL_CPU_OVERSUBSCRIPTION = 4
 MIN_LOCAL_LOGICAL_CPUS = 8
@@ -40,6 +46,38 @@ def number_in(
         return value
 
     return parse
+
+
+def add_output_args(parser: argparse.ArgumentParser, partial: bool = True) -> None:
+    """``--replace-symlink`` and (``partial``) ``--allow-partial``, for the commands that read
+    a job's part files or write files for people and other tools."""
+    from pipeline.job_parts import ALLOW_PARTIAL_FLAG
+    from pipeline.outputs import REPLACE_SYMLINK_FLAG
+
+    parser.add_argument(
+        REPLACE_SYMLINK_FLAG,
+        action="store_true",
+        help="replace a symbolic link where an output file goes with the written file (the "
+        "link's target is left alone); without it such an output is refused",
+    )
+    if partial:
+        parser.add_argument(
+            ALLOW_PARTIAL_FLAG,
+            action="store_true",
+            help="leave out annotation files that cannot be read instead of stopping (exit 2); "
+            "the result then says it is PARTIAL, in the file and here",
+        )
+
+
+def print_parts_report(report: PartsReport, result: str) -> None:
+    """Warn about what reading a job's part files left out: a partial ``result`` and persons
+    with non-finite numbers."""
+    partial = report.partial_note()
+    if partial:
+        print(f"detpose: warning: {partial}; this {result} is PARTIAL", file=sys.stderr)
+    dropped = report.non_finite_note()
+    if dropped:
+        print(f"detpose: warning: {dropped}", file=sys.stderr)
 
 
 def add_local_ray_args(parser: argparse.ArgumentParser) -> None:

@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from jobs.common import add_local_ray_args
+from jobs.common import add_local_ray_args, add_output_args, print_parts_report
 from model.evaluation.coco import DATASETS
 from schemas.filtering import FilterMode
 from schemas.spec import JobSpec, SpecError, load_yaml_mapping
@@ -56,6 +56,7 @@ def register(subparsers: Any) -> None:
         "--gt-boxes", action="store_true", help="refine the annotated boxes (no stage 1)"
     )
     p.add_argument("--dataset", choices=DATASETS, default="coco", help="keypoint layout")
+    add_output_args(p)
     add_local_ray_args(p)
     p.set_defaults(func=cmd_eval)
 
@@ -86,6 +87,13 @@ def format_table(reports: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _replaced_by_eval(name: str) -> bool:
+    """The entries of the output folder that ``eval`` writes (besides ``rows/``)."""
+    if name in ("eval.json", "results.json"):
+        return True
+    return name.startswith("results-") and name.endswith(".json")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from jobs.common import init_ray, quiet_ray_logs
     from pipeline.evaluation import (
@@ -96,26 +104,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
         load_benchmark,
         match_job_uris,
         run_eval_rows,
-        write_json,
     )
     from pipeline.job import check_weights
+    from pipeline.outputs import check_output_folder, write_json
     from schemas.spec import join_uri
 
     started = time.perf_counter()
     spec = eval_spec(args)
     if args.job and (args.filter or args.gt_boxes):
         raise SpecError("--filter and --gt-boxes re-run a job; with --job the job is only scored")
+    if args.allow_partial and not args.job:
+        raise SpecError("--allow-partial accepts a job whose annotation files are partly "
+                        "unreadable; it goes with --job")  # fmt: skip
     if args.gt_boxes and spec.stage1.boxes is not None:
         raise SpecError(
             f"--gt-boxes refines the annotated boxes, so stage1.boxes ({spec.stage1.boxes!r}) "
             "would be ignored; drop one of them"
         )
+    # Inputs and output are checked before Ray starts or anything is scored.
+    check_output_folder(args.output, spec.storage, _replaced_by_eval, ("rows",),
+                        replace_symlink=args.replace_symlink)  # fmt: skip
     benchmark = load_benchmark(args.annotations, args.images, args.dataset, spec.storage)
     if args.job:
-        table, mode, weights = job_rows(args.job, spec.storage)
+        table, mode, weights, parts = job_rows(args.job, spec.storage, args.allow_partial)
         matched = match_job_uris(benchmark, table.column("uri").to_pylist())
         benchmark = dataclasses.replace(benchmark, image_ids=matched)
-        extra = {"job": args.job, "filter_modes": [mode]}
+        extra = {"job": args.job, "filter_modes": [mode], **parts.record()}
     else:
         modes = args.filter or [spec.filter.mode]
         boxes = eval_boxes(spec, benchmark)  # like the weights, checked before Ray starts
@@ -133,20 +147,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
             args.no_progress_timeout,
             boxes,
         )
-        table, weights = run.rows, run.weights
+        table, weights, parts = run.rows, run.weights, run.report
         extra = {
             "images": args.images,
             "stages": [stage.model_dump() for stage in run.stages],
             "filter_modes": modes,
             "gt_boxes": args.gt_boxes,
             "spec": spec.to_public_dict(),
+            **parts.record(),
         }
     if not benchmark.image_ids:
         raise SpecError(f"{args.annotations}: none of its images were found among the inputs")
-    reports = evaluate_rows(table, benchmark, args.output, spec.storage)
+    reports = evaluate_rows(table, benchmark, args.output, spec.storage, args.replace_symlink)
     record = eval_record(benchmark, reports, weights, extra, started)
-    write_json(join_uri(args.output, "eval.json"), record, spec.storage)
+    write_json(join_uri(args.output, "eval.json"), record, spec.storage,
+               replace_symlink=args.replace_symlink)  # fmt: skip
     print(format_table(reports))
+    print_parts_report(parts, "evaluation")
     for mode, report in reports.items():
         if report["images_ok"] < report["images"]:
             # Scores over fewer images than asked for must not pass unnoticed.

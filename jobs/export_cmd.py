@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from jobs.common import number_in
+from jobs.common import add_output_args, number_in, print_parts_report
 from pipeline.formats import EXPORT_FORMATS, ImageNames, Thresholds, export_job
 from pipeline.formats.common import DEFAULT_MIN_SCORE, DEFAULT_VISIBLE_SCORE
 
@@ -40,6 +40,7 @@ def register(subparsers: Any) -> None:
         "--url-prefix", default="", metavar="PREFIX",
         help="put PREFIX before every image name (e.g. Label Studio's /data/local-files/?d=)",
     )  # fmt: skip
+    add_output_args(p)
     p.set_defaults(func=run_export)
 
 
@@ -51,6 +52,8 @@ def run_export(args: argparse.Namespace) -> int:
         args.out,
         thresholds=Thresholds(args.min_score, args.visible_score),
         names=ImageNames(args.image_root, args.url_prefix),
+        allow_partial=args.allow_partial,
+        replace_symlink=args.replace_symlink,
     )
     print(f"detpose: exported {summary.images} images, {summary.persons} persons ({args.format})")
     if summary.error_rows:
@@ -66,7 +69,6 @@ def run_export(args: argparse.Namespace) -> int:
             f"detpose: warning: {summary.names_outside_root} images are not under "
             f"--image-root {args.image_root}; their names are their full URIs"
         )
-    for warning in summary.warnings:
-        print(f"detpose: warning: {warning}")
+    print_parts_report(summary.parts, "export")
     print(f"detpose: written {', '.join(summary.outputs)}")
     return 0

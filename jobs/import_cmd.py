@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from jobs.common import add_output_args
 from pipeline.formats import IMPORT_FORMATS, ImageNames, import_review
 
 
@@ -32,6 +33,7 @@ def register(subparsers: Any) -> None:
         "--reviewed-only", action="store_true",
         help="Label Studio: leave out tasks nobody annotated (default: keep their prediction)",
     )  # fmt: skip
+    add_output_args(p, partial=False)
     p.set_defaults(func=run_import)
 
 
@@ -43,6 +45,7 @@ def run_import(args: argparse.Namespace) -> int:
         args.out,
         names=ImageNames(args.image_root, args.url_prefix),
         reviewed_only=args.reviewed_only,
+        replace_symlink=args.replace_symlink,
     )
     print(
         f"detpose: imported {summary.images} images, {summary.persons} persons, "

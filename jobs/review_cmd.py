@@ -6,12 +6,14 @@ import argparse
 import sys
 import time
 
-from jobs.common import number_in
+from jobs.common import add_output_args, number_in, print_parts_report
 from pipeline.review import (
     DEFAULT_LIMIT,
     DEFAULT_MAX_ERRORS,
     DEFAULT_THUMB_SIDE,
     KEYPOINT_THRESHOLD,
+    MAX_ERRORS_LISTED,
+    MAX_LIMIT,
     build_gallery,
 )
 from schemas.spec import StorageSpec, uri_scheme
@@ -32,11 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", required=True, metavar="DIR", help="gallery folder (local path or fsspec URI)"
     )
     p.add_argument(
-        "--limit", type=number_in(int, 1), default=DEFAULT_LIMIT, metavar="N",
+        "--limit", type=number_in(int, 1, MAX_LIMIT), default=DEFAULT_LIMIT, metavar="N",
         help=f"images shown, most uncertain first (default {DEFAULT_LIMIT})",
     )  # fmt: skip
     p.add_argument(
-        "--max-errors", type=number_in(int, 0), default=DEFAULT_MAX_ERRORS, metavar="N",
+        "--max-errors", type=number_in(int, 0, MAX_ERRORS_LISTED), default=DEFAULT_MAX_ERRORS,
+        metavar="N",
         help=f"error rows listed (default {DEFAULT_MAX_ERRORS}; all are counted)",
     )  # fmt: skip
     p.add_argument(
@@ -52,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--keypoint-threshold", type=number_in(float, 0.0, 1.0), default=KEYPOINT_THRESHOLD, metavar="S",
         help=f"keypoints scoring below S are drawn faded (default {KEYPOINT_THRESHOLD})",
     )  # fmt: skip
+    add_output_args(p)
     p.set_defaults(func=run_review)
 
 
@@ -76,6 +80,8 @@ def run_review(args: argparse.Namespace) -> int:
         threshold=args.keypoint_threshold,
         empty=args.empty,
         progress=progress,
+        allow_partial=args.allow_partial,
+        replace_symlink=args.replace_symlink,
     )
     sel = result.selection
     print(
@@ -85,6 +91,7 @@ def run_review(args: argparse.Namespace) -> int:
     )
     for warning in sel.warnings:
         print(f"detpose: warning: {warning}", file=sys.stderr)
+    print_parts_report(sel.parts, "gallery")
     index = result.index_uri
     where = f"file://{index}" if uri_scheme(index) == "" and index.startswith("/") else index
     print(f"detpose: gallery in {where}")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from model.synth.scenes import CROWD_CHOICES, MIN_SIZE
+from model.synth.scenes import CROWD_CHOICES, MAX_IMAGES, MAX_SIZE, MIN_SIZE
 
 
 def register(subparsers: Any) -> None:
@@ -20,7 +20,7 @@ def register(subparsers: Any) -> None:
         "byte-identical files. See docs/synth.md.",
     )
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
-    p.add_argument("--images", required=True, type=int, metavar="N", help="how many images")
+    p.add_argument("--images", required=True, type=int, metavar="N", help=f"how many images (1 to {MAX_IMAGES:,})")
     p.add_argument("--seed", required=True, type=int, metavar="S", help="random seed (>= 0)")
     p.add_argument(
         "--crowd", choices=CROWD_CHOICES, default="mixed",
@@ -29,13 +29,14 @@ def register(subparsers: Any) -> None:
     )  # fmt: skip
     p.add_argument(
         "--size", type=int, default=256, metavar="PIXELS",
-        help=f"image width and height (default 256, at least {MIN_SIZE})",
+        help=f"image width and height (default 256, {MIN_SIZE} to {MAX_SIZE})",
     )  # fmt: skip
     p.set_defaults(func=run_synth)
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    """Run ``detpose synth``; returns the exit status (bad arguments raise ``ValueError``)."""
+    """Run ``detpose synth``; returns the exit status (bad arguments, out-of-range sizes
+    among them, raise ``ValueError`` before anything is written)."""
     from model.synth.dataset import write_synth_dataset
 
     summary = write_synth_dataset(args.out, args.images, args.seed, args.crowd, args.size)

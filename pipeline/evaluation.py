@@ -9,19 +9,20 @@ annotation file's boxes (the OCHuman protocol).
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
 from model.evaluation.coco import (
+    CROWDPOSE_NUM_KEYPOINTS,
     Dataset,
     GroundTruthError,
     ground_truth_persons,
@@ -30,8 +31,11 @@ from model.evaluation.coco import (
 )
 from model.evaluation.results import rows_to_results
 from model.inference.weights import StageWeights
+from model.keypoints import NUM_KEYPOINTS
 from pipeline.errors import JobSetupError
 from pipeline.external_boxes import ExternalBoxes, load_external_boxes, match_file_name
+from pipeline.formats.coco import read_coco_keypoints
+from pipeline.formats.common import parse_json
 from pipeline.job import (
     add_refiner,
     add_stage1,
@@ -42,9 +46,10 @@ from pipeline.job import (
     on_gpu,
     read_and_decode,
 )
-from pipeline.sink import read_annotations, write_text
+from pipeline.job_parts import JobParts, PartsReport, drop_non_finite_persons
+from pipeline.outputs import reset_folder, write_json
 from pipeline.stats import stage_stats
-from pipeline.storage import absolute_if_local, filesystem_for
+from pipeline.storage import absolute_if_local, filesystem_for, read_input
 from pipeline.tasks import GIVEN_BOXES_MODE, filter_batch_per_mode, given_boxes_batch
 from schemas.output import COUNT_FIELDS, EVAL_ROW_SCHEMA, STATUS_OK, StageStats
 from schemas.spec import JobSpec, StorageSpec, join_uri
@@ -74,33 +79,18 @@ class Benchmark:
         ]
 
 
-def read_json(uri: str, storage: StorageSpec) -> Any:
-    """A JSON file from any supported URI."""
-    fs, path = filesystem_for(uri, storage)
-    try:
-        with fs.open(path, "rb") as fh:
-            return json.loads(fh.read().decode("utf-8"))
-    except FileNotFoundError:
-        raise JobSetupError(f"{uri}: no such file") from None
-    except (OSError, ValueError) as exc:
-        raise JobSetupError(f"{uri}: cannot read it as JSON ({exc})") from None
-
-
-def write_json(uri: str, data: Any, storage: StorageSpec) -> None:
-    """Write ``data`` as indented JSON to any supported URI."""
-    write_text(uri, json.dumps(data, indent=1), storage)
-
-
 def load_benchmark(
     annotations: str, images: str | None, dataset: Dataset, storage: StorageSpec
 ) -> Benchmark:
-    """The annotation file, with each image's URI under ``images`` (its ``file_name``).
+    """The annotation file, checked whole (``pipeline.formats.coco.read_coco_keypoints``),
+    with each image's URI under ``images`` (its ``file_name``).
 
     Without ``images`` (scoring an existing job) the URIs are left empty and matched later.
     """
-    data = read_json(annotations, storage)
-    if not isinstance(data, dict) or "images" not in data:
-        raise JobSetupError(f"{annotations}: not a COCO-format annotation file (no 'images')")
+    keypoints = CROWDPOSE_NUM_KEYPOINTS if dataset == "crowdpose" else NUM_KEYPOINTS
+    data = read_coco_keypoints(
+        read_input(annotations, storage, "--annotations"), annotations, keypoints, images
+    )
     image_ids = {}
     if images is not None:
         for image in data["images"]:
@@ -176,6 +166,7 @@ class EvalRun:
     rows: pa.Table  # EVAL_ROW_SCHEMA's columns in _ROW_COLUMNS
     weights: dict[str, dict[str, str | None]]  # per stage: source and SHA-256 of the checkpoint
     stages: list[StageStats]
+    report: PartsReport  # persons left out for non-finite numbers
 
 
 def run_eval_rows(
@@ -201,10 +192,8 @@ def run_eval_rows(
     ray.data.DataContext.get_current().enable_progress_bars = False
     cluster_gpus = ray.cluster_resources().get("GPU", 0.0)
     gpus = gpus_per_actor(spec, cluster_gpus)
+    reset_folder(rows_uri, spec.storage)  # an evaluation is recomputed whole, never resumed
     fs, path = filesystem_for(rows_uri, spec.storage)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)  # an evaluation is recomputed whole, never resumed
-    fs.makedirs(path, exist_ok=True)
     items = benchmark.items(given_boxes)
     ds = build_eval_dataset(spec, items, modes, given_boxes, gpus, weights, cluster_gpus, boxes)
     ds.write_parquet(path, filesystem=fs)
@@ -219,7 +208,21 @@ def run_eval_rows(
         table, [i["uri"] for i in items], [GIVEN_BOXES_MODE] if given_boxes else modes
     )
     checkpoints = {kind: {"source": w.source, "sha256": w.sha256} for kind, w in weights.items()}
-    return EvalRun(table, checkpoints, stages)
+    table, report = _finite_rows(table)
+    return EvalRun(table, checkpoints, stages, report)
+
+
+def _finite_rows(table: pa.Table) -> tuple[pa.Table, PartsReport]:
+    """``table`` without persons holding a non-finite number (they cannot be scored or
+    written as JSON), and how many were left out."""
+    persons, dropped = drop_non_finite_persons(table.column("persons").combine_chunks())
+    index = table.schema.get_field_index("persons")
+    report = PartsReport(persons_non_finite=int(dropped.sum()))
+    if report.persons_non_finite:
+        first = int(np.flatnonzero(dropped)[0])
+        report.first_non_finite = f"the row of {table.column('uri')[first].as_py()}"
+        table = table.set_column(index, table.schema.field(index), persons)
+    return table, report
 
 
 def mode_report(rows: pa.Table, benchmark: Benchmark, gt: Any) -> tuple[dict[str, Any], list]:
@@ -249,7 +252,11 @@ def mode_report(rows: pa.Table, benchmark: Benchmark, gt: Any) -> tuple[dict[str
 
 
 def evaluate_rows(
-    table: pa.Table, benchmark: Benchmark, output: str, storage: StorageSpec
+    table: pa.Table,
+    benchmark: Benchmark,
+    output: str,
+    storage: StorageSpec,
+    replace_symlink: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Score each filter mode's rows; write ``results-MODE.json`` (and ``results.json`` for
     the first mode); return the per-mode reports."""
@@ -262,30 +269,42 @@ def evaluate_rows(
     for i, mode in enumerate(modes):
         rows = table.filter(pc.equal(table.column("filter_mode"), mode))
         reports[mode], keypoints = mode_report(rows, benchmark, gt)
-        write_json(join_uri(output, f"results-{mode}.json"), keypoints, storage)
-        if i == 0:
-            write_json(join_uri(output, "results.json"), keypoints, storage)
+        names = [f"results-{mode}.json"] + (["results.json"] if i == 0 else [])
+        for name in names:
+            write_json(join_uri(output, name), keypoints, storage, replace_symlink=replace_symlink)
     return reports
 
 
-def job_rows(job: str, storage: StorageSpec) -> tuple[pa.Table, str, dict[str, Any]]:
-    """An existing job's rows tagged with the filter mode it ran, and its weights (source and
-    SHA-256 per stage), both from its ``stats.json``."""
-    table = read_annotations(join_uri(job, "annotations"), storage)
-    if table.num_rows == 0:
+def job_rows(
+    job: str, storage: StorageSpec, allow_partial: bool = False
+) -> tuple[pa.Table, str, dict[str, Any], PartsReport]:
+    """An existing job's rows tagged with the filter mode it ran, its weights (source and
+    SHA-256 per stage), both from its ``stats.json``, and what reading its part files left
+    out (``pipeline.job_parts``: an unreadable file stops it unless ``allow_partial``)."""
+    columns = [c for c in _ROW_COLUMNS if c != "filter_mode"]
+    parts = JobParts(job, storage, columns, allow_partial)
+    table = parts.run(lambda: parts.table(columns))
+    if table.num_rows == 0 and not parts.report.partial:
         raise JobSetupError(f"{job}: no annotation rows found (is it OUTPUT/JOB_ID?)")
     try:
-        stats = read_json(join_uri(job, "stats.json"), storage)
+        stats = parse_json(read_input(join_uri(job, "stats.json"), storage), "stats.json")
         mode = stats["spec"]["filter"]["mode"]
         hashes = stats["runs"][-1]["fingerprint"]["weights"] if stats.get("runs") else {}
         weights = {
-            kind: {"source": source, "sha256": hashes.get(kind)}
+            str(kind): {"source": _text(source), "sha256": _text(hashes.get(kind))}
             for kind, source in stats.get("weights", {}).items()
         }
-    except (JobSetupError, KeyError, TypeError, IndexError):
+    except (JobSetupError, KeyError, TypeError, IndexError, AttributeError):
         mode, weights = "job", {}
+    if not isinstance(mode, str) or not mode.isidentifier():
+        mode = "job"  # it names a file: results-MODE.json
     modes = pa.array([mode] * table.num_rows, pa.string())
-    return table.append_column(EVAL_ROW_SCHEMA.field("filter_mode"), modes), mode, weights
+    table = table.append_column(EVAL_ROW_SCHEMA.field("filter_mode"), modes)
+    return table, mode, weights, parts.report
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def eval_record(

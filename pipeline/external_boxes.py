@@ -30,7 +30,8 @@ import numpy as np
 
 from model.evaluation.results import PERSON_CATEGORY_ID
 from pipeline.errors import JobSetupError
-from pipeline.storage import filesystem_for
+from pipeline.formats.common import parse_json
+from pipeline.storage import read_input
 from schemas.spec import JobSpec, StorageSpec
 
 
@@ -181,18 +182,8 @@ def parse_image_names(data: Any, source: str) -> dict[int, str]:
 
 def _read_json(uri: str, storage: StorageSpec, what: str) -> tuple[Any, str]:
     """A JSON file's content and the SHA-256 of its bytes."""
-    fs, path = filesystem_for(uri, storage)
-    try:
-        with fs.open(path, "rb") as fh:
-            data = fh.read()
-    except FileNotFoundError:
-        raise JobSetupError(f"{what} {uri}: no such file") from None
-    except OSError as exc:
-        raise JobSetupError(f"{what} {uri}: cannot read it ({exc})") from None
-    try:
-        return json.loads(data.decode("utf-8")), hashlib.sha256(data).hexdigest()
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise JobSetupError(f"{what} {uri}: not a JSON file ({exc})") from None
+    data = read_input(uri, storage, what)
+    return parse_json(data, f"{what} {uri}"), hashlib.sha256(data).hexdigest()
 
 
 def load_external_boxes(

@@ -20,7 +20,6 @@ from __future__ import annotations
 import heapq
 import html
 import io
-import json
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -33,16 +32,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
 
-from pipeline.errors import JobSetupError
 from pipeline.fetch import ImageError, fetch_and_decode
+from pipeline.job_parts import JobParts, PartsReport
+from pipeline.outputs import check_output_folder, strict_json, write_atomic
 from pipeline.overlay import KEYPOINT_THRESHOLD, draw_poses, placeholder
-from pipeline.sink import iter_part_batches, job_part_files
-from pipeline.storage import filesystem_for, image_filesystem_for
+from pipeline.storage import filesystem_for, image_filesystem_for, storage_errors
 from schemas.output import ORIGIN_RECOVERED, STATUS_ERROR, STATUS_OK
 from schemas.spec import LOCAL_SCHEMES, DecodeSpec, StorageSpec, join_uri, uri_scheme
 
 DEFAULT_LIMIT = 200
 DEFAULT_MAX_ERRORS = 500
+# Upper bounds of --limit and --max-errors: the page holds every tile and listed error.
+MAX_LIMIT = 10_000
+MAX_ERRORS_LISTED = 100_000
 DEFAULT_THUMB_SIDE = 400
 BATCH_ROWS = 4096
 EmptyPolicy = Literal["first", "last"]
@@ -59,17 +61,12 @@ _COLUMNS = [
     "error_message",
     "persons",
 ]
-_S3_SCHEMES = {"s3", "s3a"}
 
 
 def default_workers() -> int:
     """Threads fetching and drawing thumbnails: reads from object stores wait on the network,
     so a few per core."""
     return min(16, 4 * (os.cpu_count() or 1))
-
-
-class ReviewError(JobSetupError):
-    """A job folder or output that cannot be used; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +110,7 @@ class Selection:
     recovered: int = 0
     errors_by_kind: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    parts: PartsReport = field(default_factory=PartsReport)  # what reading the job left out
 
 
 class _Kept:
@@ -167,20 +165,30 @@ def select_for_review(
     limit: int = DEFAULT_LIMIT,
     max_errors: int = DEFAULT_MAX_ERRORS,
     empty: EmptyPolicy = "first",
+    allow_partial: bool = False,
 ) -> Selection:
     """The ``limit`` most uncertain ok images of a job and its first ``max_errors`` error rows.
 
     One pass over the annotation files, batch by batch: scores are computed per batch with
     Arrow and numpy, and only rows that beat the worst image kept so far become Python
-    objects. Memory is bounded by ``limit``, ``max_errors`` and one batch.
+    objects. Memory is bounded by ``limit``, ``max_errors`` and one batch. The files are
+    read and checked by ``pipeline.job_parts``: one that cannot be read stops the review
+    unless ``allow_partial`` (the selection's ``parts`` then says what was left out).
     """
     if limit < 0 or max_errors < 0:
         raise ValueError("limit and max_errors must be >= 0")
-    fs, files = job_part_files(job_uri, storage)
-    sel = Selection(items=[], errors=[], files=len(files))
+    parts = JobParts(job_uri, storage, _COLUMNS, allow_partial)
+    sel = parts.run(lambda: _select(parts, limit, max_errors, empty))
+    sel.parts = parts.report
+    return sel
+
+
+def _select(parts: JobParts, limit: int, max_errors: int, empty: EmptyPolicy) -> Selection:
+    """One pass of ``select_for_review``."""
+    sel = Selection(items=[], errors=[], files=len(parts.files))
     heap: list[_Kept] = []
     kinds: Counter[str] = Counter()
-    for batch in iter_part_batches(fs, files, _COLUMNS, BATCH_ROWS, sel.warnings, set()):
+    for batch in parts.batches(_COLUMNS, BATCH_ROWS):
         n = batch.num_rows
         if n == 0:
             continue
@@ -312,9 +320,9 @@ def _jpeg(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def _write(fs: Any, path: str, data: bytes, content_type: str, s3: bool) -> None:
-    # On S3 the content type decides whether a browser shows the page or downloads it.
-    fs.pipe_file(path, data, **({"ContentType": content_type} if s3 else {}))
+def _replaced_by_review(name: str) -> bool:
+    """The entries of the gallery folder that ``review`` writes."""
+    return name == "index.html" or name.startswith("thumbs/")
 
 
 @dataclass(frozen=True)
@@ -342,28 +350,29 @@ def build_gallery(
     empty: EmptyPolicy = "first",
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    allow_partial: bool = False,
+    replace_symlink: bool = False,
 ) -> GalleryResult:
     """Select, fetch, draw and write the review gallery of the job at ``job_uri``.
 
-    ``out_uri`` is a local folder or any fsspec URI; ``index.html`` is written last, so it
-    never names a thumbnail that is not there yet. ``progress(done, total)`` is called as
+    ``out_uri`` is a local folder or any fsspec URI, checked before the job is read
+    (``pipeline.outputs``); every file is written whole, ``index.html`` last, so it never
+    names a thumbnail that is not there yet. ``progress(done, total)`` is called as
     thumbnails are written.
     """
-    selection = select_for_review(job_uri, storage, limit, max_errors, empty)
+    check_output_folder(out_uri, storage, _replaced_by_review, ("thumbs",),
+                        replace_symlink=replace_symlink)  # fmt: skip
+    selection = select_for_review(job_uri, storage, limit, max_errors, empty, allow_partial)
     fs, root = filesystem_for(out_uri, storage)
-    s3 = uri_scheme(out_uri) in _S3_SCHEMES
-    try:
+    with storage_errors(out_uri, "write"):
         fs.makedirs(f"{root}/thumbs", exist_ok=True)
-    except Exception as exc:
-        raise ReviewError(
-            f"cannot write the gallery to {out_uri!r}: {type(exc).__name__}: {exc}"
-        ) from exc
 
     def make(rank_item: tuple[int, ReviewItem]) -> Tile:
         rank, item = rank_item
         data, (w, h), unavailable, note = render_thumbnail(item, storage, side, threshold)
         name = f"thumbs/{rank:05d}-{item.image_id:016x}.jpg"
-        _write(fs, f"{root}/{name}", data, "image/jpeg", s3)
+        write_atomic(join_uri(out_uri, name), data, storage, content_type="image/jpeg",
+                     replace_symlink=replace_symlink)  # fmt: skip
         return Tile(item, rank, name, w, h, unavailable, note)
 
     tiles: list[Tile] = []
@@ -375,7 +384,8 @@ def build_gallery(
                 progress(len(tiles), total)
     page = render_html(job_uri, selection, tiles, limit=limit, max_errors=max_errors,
                        threshold=threshold, empty=empty)  # fmt: skip
-    _write(fs, f"{root}/index.html", page.encode("utf-8"), "text/html; charset=utf-8", s3)
+    write_atomic(join_uri(out_uri, "index.html"), page, storage,
+                 content_type="text/html; charset=utf-8", replace_symlink=replace_symlink)  # fmt: skip
     local = uri_scheme(out_uri) in LOCAL_SCHEMES
     return GalleryResult(f"{root}/index.html" if local else join_uri(out_uri, "index.html"),
                          selection, tiles)  # fmt: skip
@@ -623,18 +633,22 @@ def render_html(
             "<table><thead><tr><th>kind</th><th>uri</th><th>message</th></tr></thead>"
             f"<tbody>{rows}</tbody></table></section>"
         )
-    warnings = "".join(f'<p class="summary bad">warning: {_esc(w)}</p>' for w in sel.warnings)
+    notes = [*sel.warnings, sel.parts.non_finite_note()]
+    warnings = "".join(f'<p class="summary bad">warning: {_esc(w)}</p>' for w in notes if w)
+    partial = sel.parts.partial_note()
+    if partial:
+        warnings = f'<p class="summary bad" id="partial"><b>{_esc(partial)}</b></p>' + warnings
     tiles_html = "\n".join(_tile_html(t) for t in tiles)
     if not tiles:
         tiles_html = '<p class="summary">No ok image to review.</p>'
-    meta = json.dumps({"job": job_uri, "limit": limit, "empty": empty})
+    meta = strict_json({"job": job_uri, "limit": limit, "empty": empty, **sel.parts.record()})
     return f"""<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="generator" content="detpose review">
-<title>DetPose review: {_esc(job_name)}</title>
+<title>DetPose review: {_esc(job_name)}{" (PARTIAL)" if partial else ""}</title>
 <style>{_CSS}</style>
 </head>
 <body data-review="{_esc(meta)}">

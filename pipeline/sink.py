@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import JobSetupError
-from pipeline.storage import filesystem_for
+from pipeline.storage import filesystem_for, storage_errors
 from schemas.output import ANNOTATION_SCHEMA
 from schemas.spec import JobSpec, StorageSpec, join_uri
 
@@ -160,45 +159,15 @@ def job_part_files(job_uri: str, storage: StorageSpec) -> tuple[Any, list[str]]:
     ``job_uri`` is ``OUTPUT/JOB_ID`` or its ``annotations/`` folder.
 
     Raises:
-        NoAnnotationsError: nothing there, or the storage cannot be listed.
+        NoAnnotationsError: nothing there; StorageError: the storage cannot be listed.
     """
     for uri in (join_uri(job_uri, "annotations"), job_uri):
         fs, path = filesystem_for(uri, storage)
-        try:
+        with storage_errors(uri, "list"):
             found = sorted(p for p in fs.find(path) if is_part_file(p)) if fs.isdir(path) else []
-        except Exception as exc:  # storage unreachable, credentials, ...
-            raise NoAnnotationsError(f"cannot list {uri!r}: {type(exc).__name__}: {exc}") from exc
         if found:
             return fs, found
     raise NoAnnotationsError(
         f"no annotation files (run-RRR-part-*.parquet) under {join_uri(job_uri, 'annotations')!r}"
         "; --job is OUTPUT/JOB_ID of a detpose run"
     )
-
-
-def iter_part_batches(
-    fs: Any,
-    files: list[str],
-    columns: list[str],
-    batch_rows: int,
-    warnings: list[str],
-    skipped: set[str],
-) -> Iterator[pa.RecordBatch]:
-    """``columns`` of every row of ``files``, one record batch at a time (memory: one batch).
-
-    A file that cannot be read (a running or killed run's last write, a foreign writer) is
-    left out from the failure on, named in ``warnings`` and added to ``skipped``; a file
-    already in ``skipped`` is not read again, so every pass over a job sees the same rows.
-    """
-    for path in files:
-        if path in skipped:
-            continue
-        try:
-            with fs.open(path, "rb") as fh:
-                yield from pq.ParquetFile(fh).iter_batches(batch_size=batch_rows, columns=columns)
-        except (OSError, ValueError, pa.ArrowException) as exc:
-            skipped.add(path)
-            warnings.append(
-                f"could not read {path.rsplit('/', 1)[-1]} (its rows from there on are left "
-                f"out): {type(exc).__name__}: {str(exc)[:200]}"
-            )

@@ -9,10 +9,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from collections.abc import Iterable
+import stat
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -26,8 +28,64 @@ IMAGE_EXTENSIONS = frozenset(
 _S3_SCHEMES = {"s3", "s3a"}
 
 
+def is_s3(uri: str) -> bool:
+    """True for an ``s3://`` (or ``s3a://``) URI."""
+    return uri_scheme(uri) in _S3_SCHEMES
+
+
 class InputError(JobSetupError):
     """An input or manifest that cannot be listed; the message names it."""
+
+
+class StorageError(JobSetupError):
+    """Storage that cannot be reached or read or written: the message names the URI, what
+    was tried and the storage library's own words."""
+
+
+@functools.cache
+def _storage_exceptions() -> tuple[type[BaseException], ...]:
+    """What the storage libraries raise when a store cannot be reached or refuses a request:
+    OS errors (local files, and what s3fs translates), botocore's and aiohttp's own."""
+    found: list[type[BaseException]] = [OSError]
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        found += [BotoCoreError, ClientError]
+    except ImportError:  # no S3 support installed
+        pass
+    try:
+        from aiohttp import ClientError as HttpClientError
+
+        found.append(HttpClientError)
+    except ImportError:
+        pass
+    return tuple(found)
+
+
+def is_storage_failure(exc: BaseException) -> bool:
+    """True for an error of the storage layer (unreachable endpoint, refused request, I/O)."""
+    return isinstance(exc, _storage_exceptions())
+
+
+def storage_failure(uri: str, action: str, exc: BaseException) -> StorageError:
+    """The one line every command prints for a storage failure:
+    ``cannot ACTION 'URI': ErrorType: what the library said``."""
+    text = (str(exc).strip().splitlines() or [""])[0][:300]
+    return StorageError(f"cannot {action} {uri!r}: {type(exc).__name__}: {text}")
+
+
+@contextmanager
+def storage_errors(uri: str, action: str) -> Iterator[None]:
+    """Turn a storage failure inside the block into ``storage_failure(uri, action, ...)``;
+    DetPose's own errors and anything else pass through unchanged."""
+    try:
+        yield
+    except JobSetupError:
+        raise
+    except Exception as exc:
+        if not is_storage_failure(exc):
+            raise
+        raise storage_failure(uri, action, exc) from exc
 
 
 def storage_options(
@@ -127,6 +185,52 @@ def image_filesystem_for(uri: str, storage: StorageSpec) -> tuple[fsspec.Abstrac
     return fs, path
 
 
+def local_file_kind(mode: int) -> str:
+    """What a local ``st_mode`` is, in words: ``regular file``, ``folder``, ``character
+    device``, ``FIFO`` …"""
+    kinds = (
+        (stat.S_ISREG, "regular file"),
+        (stat.S_ISDIR, "folder"),
+        (stat.S_ISLNK, "symbolic link"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "special file")
+
+
+@contextmanager
+def open_input(uri: str, storage: StorageSpec, what: str = "") -> Iterator[BinaryIO]:
+    """A file at ``uri`` (local or any fsspec URI), opened for reading after checking that it
+    is a regular file: a folder, a device or a FIFO (which would block or never end) is
+    refused, and so is a missing file, each naming ``uri`` (after ``what``, e.g. ``--annotations``).
+
+    Raises:
+        InputError: not a readable regular file; StorageError: the store cannot be reached.
+    """
+    label = f"{what} {uri!r}" if what else repr(uri)
+    fs, path = filesystem_for(uri, storage)
+    with storage_errors(uri, "read"):
+        try:
+            if uri_scheme(uri) in LOCAL_SCHEMES:
+                kind = local_file_kind(os.stat(path).st_mode)
+            else:
+                kind = "folder" if fs.info(path).get("type") == "directory" else "regular file"
+        except FileNotFoundError:
+            raise InputError(f"{label} does not exist") from None
+        if kind != "regular file":
+            raise InputError(f"{label} is a {kind}; expected a file")
+        with fs.open(path, "rb") as fh:
+            yield fh
+
+
+def read_input(uri: str, storage: StorageSpec, what: str = "") -> bytes:
+    """The bytes of the regular file at ``uri`` (see ``open_input``)."""
+    with open_input(uri, storage, what) as fh:
+        return fh.read()
+
+
 def absolute_if_local(uri: str, base_dir: str | None = None) -> str:
     """A relative local path made absolute against ``base_dir`` (default: this process's
     working directory).
@@ -179,10 +283,8 @@ def list_inputs(inputs: Iterable[str], storage: StorageSpec) -> Listing:
     skipped: list[str] = []
     for uri in inputs:
         fs, path = filesystem_for(uri, storage)
-        try:
+        with storage_errors(uri, "list input"):
             is_dir = fs.isdir(path)
-        except Exception as exc:  # storage unreachable, credentials, ...
-            raise InputError(f"cannot list input {uri!r}: {type(exc).__name__}: {exc}") from exc
         if is_dir:
             for file_path in sorted(fs.find(path)):
                 (found if is_image_path(file_path) else skipped).append(

@@ -13,7 +13,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from model.keypoints import KEYPOINT_NAMES, SKELETON
-from model.synth.scenes import SYNTH_LEVELS, Scene, check_scene_args, make_scene
+from model.synth.scenes import MAX_IMAGES, SYNTH_LEVELS, Scene, check_scene_args, make_scene
 
 PERSON_CATEGORY_ID = 1
 _PNG_COMPRESS_LEVEL = 1  # fast; noise-textured images barely shrink at higher levels
@@ -80,8 +80,8 @@ def scene_annotations(scene: Scene, image_id: int, first_id: int) -> list[dict[s
 
 def check_dataset_args(out_dir: Path, images: int, seed: int, crowd: str, size: int) -> None:
     """Raise ``ValueError`` naming the bad value, before anything is written."""
-    if images < 1:
-        raise ValueError(f"got {images} for images; expected an integer >= 1")
+    if not 1 <= images <= MAX_IMAGES:
+        raise ValueError(f"got {images} for images; expected an integer from 1 to {MAX_IMAGES}")
     if seed < 0:
         raise ValueError(f"got {seed} for seed; expected an integer >= 0")
     check_scene_args(crowd, size)

@@ -40,6 +40,11 @@ MIXED = "mixed"
 MIXED_CODE = 3
 CROWD_CHOICES: tuple[str, ...] = (*SYNTH_LEVELS, MIXED)
 MIN_SIZE = 64
+# Memory grows with the square of the size: one 4096 px scene peaks near 0.9 GB (100,000 px
+# grew past 6.5 GB); 2048 px takes 0.26 GB.
+MAX_SIZE = 4096
+# A set's annotations stay in memory until its annotations.json is written.
+MAX_IMAGES = 100_000
 MAX_ATTEMPTS = 60  # placements tried per image before the closest one is kept
 _NEW_PEOPLE_EVERY = 12  # some sets of persons cannot reach a range wherever they stand
 HEIGHT_RANGE = (0.35, 0.95)  # person height as a fraction of the image size
@@ -469,8 +474,8 @@ def check_scene_args(crowd: str, size: int) -> None:
     """Raise ``ValueError`` naming the bad value of a crowd level or image size."""
     if crowd not in CROWD_CHOICES:
         raise ValueError(f"got {crowd!r} for crowd; expected one of {', '.join(CROWD_CHOICES)}")
-    if size < MIN_SIZE:
-        raise ValueError(f"got {size} for size; expected at least {MIN_SIZE} pixels")
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise ValueError(f"got {size} for size; expected {MIN_SIZE} to {MAX_SIZE} pixels")
 
 
 def make_scene(seed: int, crowd: str, index: int, size: int) -> Scene:

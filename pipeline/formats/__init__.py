@@ -20,17 +20,18 @@ from pipeline.formats.common import (
     ImportSummary,
     JobRows,
     Thresholds,
-    open_input,
-    open_output,
     sidecar_uri,
 )
 from pipeline.formats.cvat import raw_labels_json, read_cvat, write_cvat
 from pipeline.formats.labelstudio import labeling_config, read_labelstudio, write_labelstudio
-from pipeline.sink import write_text
+from pipeline.outputs import check_output_file, open_atomic, write_atomic
+from pipeline.storage import open_input
 from schemas.spec import StorageSpec
 
 EXPORT_FORMATS = ("coco", "cvat", "labelstudio")
 IMPORT_FORMATS = ("cvat", "labelstudio")
+# The file beside an export that sets the review tool up: (suffix, the extension it replaces).
+_SIDECARS = {"cvat": (".labels.json", ".xml"), "labelstudio": (".label_config.xml", ".json")}
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -54,48 +55,65 @@ def export_job(
     names: ImageNames | None = None,
     storage: StorageSpec | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
+    allow_partial: bool = False,
+    replace_symlink: bool = False,
 ) -> ExportSummary:
     """Write the job's ok images and their persons to ``out_uri`` in ``fmt``.
 
     CVAT and Label Studio also get a file that sets the tool up beside ``out_uri``: CVAT's
     labels (``*.labels.json``, for the label editor's "Raw" tab) and Label Studio's labeling
-    config (``*.label_config.xml``). Raises ``FormatError`` for an unknown format, a missing
-    job folder or bad thresholds.
+    config (``*.label_config.xml``). Both targets are checked before any row is read
+    (``pipeline.outputs``). A part file that cannot be read stops the export unless
+    ``allow_partial``; the file then says it is partial (``summary.parts``).
+
+    Raises:
+        FormatError: an unknown format, a missing job folder or bad thresholds;
+        OutputError: a target that must not be written; PartFileError: a bad part file.
     """
     if fmt not in EXPORT_FORMATS:
         raise FormatError(f"got format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")
     thresholds = thresholds or Thresholds()
     names = names or ImageNames()
     storage = storage or StorageSpec()
-    rows = JobRows(job_uri, storage, batch_rows)
-    summary = ExportSummary()
+    sidecar = sidecar_uri(out_uri, *_SIDECARS[fmt]) if fmt in _SIDECARS else None
+    for target in (out_uri, sidecar):
+        if target is not None:
+            check_output_file(target, storage, replace_symlink=replace_symlink)
+    rows = JobRows(job_uri, storage, batch_rows, allow_partial)
+    report = rows.parts.report
 
-    def images(with_poses: bool = True) -> Iterator[ImageRecord]:
-        return rows.images(names, thresholds, summary if with_poses else None, with_poses)
+    def write_once() -> ExportSummary:
+        summary = ExportSummary(parts=report)
 
-    with open_output(out_uri, storage) as fh:
-        if fmt == "coco":
-            info = {
-                "description": f"DetPose job {rows.name}",
-                "detpose": {
-                    "job": job_uri,
-                    "min_score": thresholds.min_score,
-                    "visible_score": thresholds.visible_score,
-                },
-            }
-            write_coco(images, fh, info)
-        elif fmt == "cvat":
-            write_cvat(images(), fh, task_name=f"detpose {rows.name}")
-        else:
-            write_labelstudio(images(), fh, model_version=f"detpose {rows.name}")
+        def images(with_poses: bool = True) -> Iterator[ImageRecord]:
+            return rows.images(names, thresholds, summary if with_poses else None, with_poses)
+
+        source = f"DetPose job {rows.name}" + (" (PARTIAL)" if report.partial else "")
+        with open_atomic(out_uri, storage, replace_symlink=replace_symlink) as fh:
+            if fmt == "coco":
+                info = {
+                    "description": source,
+                    "detpose": {
+                        "job": job_uri,
+                        "min_score": thresholds.min_score,
+                        "visible_score": thresholds.visible_score,
+                        **report.partial_record(),  # known before writing: see run() below
+                    },
+                }
+                write_coco(images, fh, info)
+            elif fmt == "cvat":
+                write_cvat(images(), fh, task_name=source, note=report.partial_note())
+            else:
+                write_labelstudio(images(), fh, model_version=source)
+        return summary
+
+    # A part file that fails half-way through (with allow_partial) is left out and the file
+    # written again, so what says "partial" is written from the rows that were read.
+    summary = rows.parts.run(write_once)
     summary.outputs.append(out_uri)
-    if fmt == "cvat":
-        sidecar = sidecar_uri(out_uri, ".labels.json", replaces=".xml")
-        write_text(sidecar, raw_labels_json(), storage)
-        summary.outputs.append(sidecar)
-    elif fmt == "labelstudio":
-        sidecar = sidecar_uri(out_uri, ".label_config.xml", replaces=".json")
-        write_text(sidecar, labeling_config(), storage)
+    if sidecar is not None:
+        text = raw_labels_json() if fmt == "cvat" else labeling_config()
+        write_atomic(sidecar, text, storage, replace_symlink=replace_symlink)
         summary.outputs.append(sidecar)
     return summary
 
@@ -108,20 +126,24 @@ def import_review(
     names: ImageNames | None = None,
     reviewed_only: bool = False,
     storage: StorageSpec | None = None,
+    replace_symlink: bool = False,
 ) -> ImportSummary:
     """Read a reviewed CVAT for images 1.1 XML or Label Studio JSON export and write its
-    persons to ``out_uri`` as a COCO person-keypoints file (ground truth: no scores)."""
+    persons to ``out_uri`` as a COCO person-keypoints file (ground truth: no scores).
+
+    The output is checked before the file is read; the whole file is read and checked
+    before anything is written."""
     if fmt not in IMPORT_FORMATS:
         raise FormatError(f"got format {fmt!r}; expected one of {', '.join(IMPORT_FORMATS)}")
     names = names or ImageNames()
     storage = storage or StorageSpec()
+    check_output_file(out_uri, storage, replace_symlink=replace_symlink)
     with open_input(in_uri, storage) as fh:
         if fmt == "cvat":
             records, summary = read_cvat(fh, names, in_uri)
         else:
-            text = fh.read().decode("utf-8")
-            records, summary = read_labelstudio(text, names, in_uri, reviewed_only)
+            records, summary = read_labelstudio(fh.read(), names, in_uri, reviewed_only)
     info = {"description": f"DetPose import of {fmt} review {in_uri}"}
-    with open_output(out_uri, storage) as fh:
+    with open_atomic(out_uri, storage, replace_symlink=replace_symlink) as fh:
         write_coco(lambda _with_poses: records, fh, info)
     return summary

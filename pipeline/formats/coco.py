@@ -1,5 +1,6 @@
 """COCO person-keypoints files: written from a job (``export --format coco``) and from poses
-read back from a review tool (``import``), with one writer.
+read back from a review tool (``import``), with one writer; and checked when read
+(``detpose eval --annotations``), with one reader.
 
 The file loads in pycocotools (``COCO(path)``) and in CVAT's "COCO Keypoints 1.0" importer
 (``categories[0].keypoints`` and ``skeleton``, ``iscrowd`` and ``bbox`` on every
@@ -9,15 +10,27 @@ annotation), and ``detpose train --annotations`` reads it.
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 import numpy as np
+from pydantic import ValidationError
 
 from model.evaluation.results import instance_score
 from model.keypoints import KEYPOINT_NAMES, SKELETON
-from pipeline.formats.common import PERSON_LABEL, ImageRecord, Pose, write_json_items
+from pipeline.formats.common import (
+    PERSON_LABEL,
+    FormatError,
+    ImageRecord,
+    Pose,
+    leaves_root,
+    outside_reach,
+    parse_json,
+    validation_error,
+    write_json_items,
+)
+from pipeline.outputs import strict_json
+from schemas.formats import CocoAnnotation, CocoImage, CocoKeypointsFile
 
 CATEGORY_ID = 1
 # x, y and box numbers keep two decimals (CVAT's own precision); scores four.
@@ -104,4 +117,82 @@ def write_coco(
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return strict_json(value, separators=(",", ":"))
+
+
+def _unique(records: Iterable[tuple[int, Any]], kind: str, what: str, source: str) -> None:
+    """Refuse two records of ``kind`` (``images``) with one key, naming both by index."""
+    first: dict[Any, int] = {}
+    for index, key in records:
+        j = first.setdefault(key, index)
+        if j != index:
+            raise FormatError(
+                f"{source}: {kind}[{j}] and {kind}[{index}] have the same {what} {key!r}; "
+                f"each must be unique"
+            )
+
+
+def _annotation_problem(ann: CocoAnnotation, image: CocoImage, keypoints: int) -> str | None:
+    """Why an annotation cannot be scored against its image; None when it can."""
+    if len(ann.keypoints) != 3 * keypoints:
+        return (
+            f"{len(ann.keypoints) // 3} keypoints; this dataset has {keypoints} (wrong --dataset?)"
+        )
+    x, y, w, h = ann.bbox
+    if outside_reach(np.array([[x, y], [x + w, y + h]]), image.width, image.height):
+        return (
+            f"bbox {ann.bbox} lies more than an image size outside its image "
+            f"({image.width} x {image.height})"
+        )
+    xyv = np.asarray(ann.keypoints, dtype=np.float64).reshape(-1, 3)
+    if outside_reach(xyv[xyv[:, 2] > 0, :2], image.width, image.height):
+        return (
+            f"a labelled keypoint lies more than an image size outside its image "
+            f"({image.width} x {image.height})"
+        )
+    return None
+
+
+def read_coco_keypoints(
+    data: bytes, source: str, keypoints: int, images_root: str | None = None
+) -> dict[str, Any]:
+    """A COCO person-keypoints file, parsed and checked whole; returns the parsed JSON.
+
+    Every record must pass ``schemas.formats.CocoKeypointsFile``; image ids, annotation ids
+    and file names are unique; every annotation names an image and a category of the file,
+    has ``keypoints`` keypoints and lies within reach of its image. With ``images_root`` (the
+    folder the file names are joined to) no file name may climb out of it.
+
+    Raises:
+        FormatError: one line naming ``source``, the record (index and id) and the rule.
+    """
+    raw = parse_json(data, source)
+    try:
+        parsed = CocoKeypointsFile.model_validate(raw)
+    except ValidationError as exc:
+        raise validation_error(source, exc, raw) from None
+    _unique(((i, im.id) for i, im in enumerate(parsed.images)), "images", "id", source)
+    _unique(
+        ((i, im.file_name) for i, im in enumerate(parsed.images)), "images", "file_name", source
+    )
+    _unique(((i, a.id) for i, a in enumerate(parsed.annotations)), "annotations", "id", source)
+    if images_root is not None:
+        for i, image in enumerate(parsed.images):
+            if leaves_root(image.file_name):
+                raise FormatError(
+                    f"{source}: images[{i}] (id {image.id}): file_name {image.file_name!r} "
+                    f"climbs out of --images {images_root}; refused"
+                )
+    images = {image.id: image for image in parsed.images}
+    categories = {category.id for category in parsed.categories}
+    for i, ann in enumerate(parsed.annotations):
+        where = f"{source}: annotations[{i}] (id {ann.id})"
+        image = images.get(ann.image_id)
+        if image is None:
+            raise FormatError(f"{where}: image_id {ann.image_id} is not the id of any image")
+        if ann.category_id not in categories:
+            raise FormatError(f"{where}: category_id {ann.category_id} is not in categories")
+        problem = _annotation_problem(ann, image, keypoints)
+        if problem:
+            raise FormatError(f"{where}: {problem}")
+    return raw

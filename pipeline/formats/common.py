@@ -1,5 +1,6 @@
 """What every export and import shares: a job's rows read one batch at a time, the keypoint
-visibility rule, how image URIs are written as names, and writing an output file.
+visibility rule, how image URIs are written as names, and reading other tools' files (strict
+JSON, one line per problem naming the file, the record and the rule).
 
 Exports never hold a job in memory: ``JobRows`` reads the part files one record batch at a
 time and the writers write each image as soon as it is read.
@@ -9,19 +10,21 @@ from __future__ import annotations
 
 import json
 import math
+import posixpath
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import pyarrow as pa
+from pydantic import ValidationError
 
 from model.keypoints import NUM_KEYPOINTS
 from pipeline.errors import JobSetupError
-from pipeline.sink import iter_part_batches, job_part_files
-from pipeline.storage import absolute_if_local, filesystem_for, image_id_for
+from pipeline.job_parts import JobParts, PartsReport
+from pipeline.outputs import strict_json
+from pipeline.storage import absolute_if_local, image_id_for
 from schemas.output import STATUS_OK
 from schemas.spec import StorageSpec, join_uri, uri_scheme
 
@@ -37,6 +40,102 @@ _COLUMNS = ["image_id", "uri", "width", "height", "status", "error_kind"]
 
 class FormatError(JobSetupError):
     """An export or import that cannot run as asked: a bad job folder, file or option."""
+
+
+def parse_json(data: bytes, source: str) -> Any:
+    """The JSON value of a file's bytes. ``NaN`` and ``Infinity`` parse (as floats) so that the
+    format's model can name the record holding them; anything that is not JSON is one error."""
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"{source}: not UTF-8 text ({exc})") from None
+    except RecursionError:
+        raise FormatError(f"{source}: not usable JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer of more than 4,300 digits
+        raise FormatError(f"{source}: not JSON: {exc}") from None
+
+
+def _record_label(node: Any) -> str:
+    ident = node.get("id") if isinstance(node, dict) else None
+    return (
+        f" (id {ident!r})" if isinstance(ident, int | str) and not isinstance(ident, bool) else ""
+    )
+
+
+def _location(data: Any, loc: Sequence[int | str], missing: bool, root: str) -> str:
+    """Where pydantic's ``loc`` points in ``data``, for people: ``annotations[3] (id 17).bbox``.
+    Steps that are not in the data (the tags of a union) are left out."""
+    text, node = root, data
+    for i, step in enumerate(loc):
+        if isinstance(step, int) and isinstance(node, list) and 0 <= step < len(node):
+            node = node[step]
+            text += f"[{step}]{_record_label(node)}"
+        elif isinstance(node, dict) and (step in node or (missing and i == len(loc) - 1)):
+            node = node.get(step)
+            text += f".{step}" if text else str(step)
+    return text or "the file"
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return f"a {'JSON object' if isinstance(value, dict) else 'JSON list'}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def validation_error(source: str, exc: ValidationError, data: Any, root: str = "") -> FormatError:
+    """One line for the first problem pydantic found in ``data``: the file, the record and the
+    rule, with the value at fault (``tasks[2] (id 7).annotations[0].result[1] (id 'a').value.x:
+    Input should be a finite number (got nan)``)."""
+    errors = exc.errors()
+    first = errors[0]
+    missing = first["type"] == "missing"
+    where = _location(data, first["loc"], missing, root)
+    if first["type"] == "value_error":  # our own validators name the value themselves
+        rule, got = str(first["ctx"]["error"]), ""
+    else:
+        rule, got = first["msg"], "" if missing else f" (got {_shown(first['input'])})"
+    more = f" ({len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return FormatError(f"{source}: {where}: {rule}{got}{more}")
+
+
+def leaves_root(name: str) -> bool:
+    """True for a file name that climbs out of the folder it is joined to (``../x.jpg``,
+    ``a/../../x.jpg``); such a name is refused, never read or written."""
+    return posixpath.normpath(name.lstrip("/")).split("/", 1)[0] == ".."
+
+
+def outside_reach(points_xy: np.ndarray, width: int, height: int) -> bool:
+    """True when a point of ``points_xy`` (``[N, 2]`` pixels) lies more than one image size
+    outside the image (``schemas.formats``: x in [-width, 2 * width], y likewise)."""
+    xy = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
+    size = np.array([width, height], dtype=np.float64)
+    return bool(((xy < -size) | (xy > 2 * size)).any())
+
+
+class ImageList:
+    """The images a review tool's file lists, by file name: each name is turned into a COCO
+    ``file_name`` once (``ImageNames.file_name_for``), refused if it leaves the image root,
+    and refused if it was listed before, naming both records."""
+
+    def __init__(self, names: ImageNames, source: str) -> None:
+        self.names, self.source = names, source
+        self._where: dict[str, str] = {}
+
+    def file_name(self, name: str, where: str) -> str:
+        file_name = self.names.file_name_for(name)
+        if leaves_root(file_name):
+            raise FormatError(
+                f"{self.source}: {where}: file name {file_name!r} climbs out of the image "
+                "root ('..'); refused"
+            )
+        first = self._where.setdefault(file_name, where)
+        if first != where:
+            raise FormatError(
+                f"{self.source}: image {file_name!r} is listed twice ({first} and {where}); "
+                "each image must be listed once: remove or merge one of them"
+            )
+        return file_name
 
 
 @dataclass(frozen=True)
@@ -152,7 +251,7 @@ class ExportSummary:
     errors_by_kind: Counter = field(default_factory=Counter)
     names_outside_root: int = 0
     outputs: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    parts: PartsReport = field(default_factory=PartsReport)
 
     @property
     def error_rows(self) -> int:
@@ -183,8 +282,9 @@ class JobRows:
     """A job's annotation rows (``OUTPUT/JOB_ID``), read one record batch at a time.
 
     Nothing is cached: each ``images`` call streams the part files again, so memory holds
-    one batch, whatever the size of the job. A part file that cannot be read (a running or
-    killed run's last write) is skipped with a warning, as ``detpose review`` does.
+    one batch, whatever the size of the job. Rows are checked as they are read
+    (``pipeline.job_parts``): a part file that cannot be read stops the export, naming it,
+    unless ``allow_partial``.
     """
 
     def __init__(
@@ -192,16 +292,12 @@ class JobRows:
         job_uri: str,
         storage: StorageSpec | None = None,
         batch_rows: int = DEFAULT_BATCH_ROWS,
+        allow_partial: bool = False,
     ) -> None:
         self.job_uri = job_uri
-        self.storage = storage or StorageSpec()
         self.batch_rows = batch_rows
-        try:
-            self._fs, self.files = job_part_files(job_uri, self.storage)
-        except JobSetupError as exc:
-            raise FormatError(str(exc)) from exc
-        self.warnings: list[str] = []
-        self._skipped: set[str] = set()
+        columns = _COLUMNS + ["persons"]
+        self.parts = JobParts(job_uri, storage or StorageSpec(), columns, allow_partial)
 
     @property
     def name(self) -> str:
@@ -210,9 +306,7 @@ class JobRows:
 
     def batches(self, columns: list[str]) -> Iterator[pa.RecordBatch]:
         """``columns`` of every row, one record batch of at most ``batch_rows`` rows at a time."""
-        yield from iter_part_batches(
-            self._fs, self.files, columns, self.batch_rows, self.warnings, self._skipped
-        )
+        yield from self.parts.batches(columns, self.batch_rows)
 
     def images(
         self,
@@ -229,9 +323,9 @@ class JobRows:
         columns = _COLUMNS + (["persons"] if with_poses else [])
         for batch in self.batches(columns):
             for row in batch.to_pylist():
-                if row["status"] != STATUS_OK or row["width"] is None:
+                if row["status"] != STATUS_OK:
                     if summary is not None:
-                        summary.errors_by_kind[row["error_kind"] or "no size"] += 1
+                        summary.errors_by_kind[row["error_kind"] or "(none)"] += 1
                     continue
                 poses = []
                 for person in row["persons"] if with_poses else ():
@@ -252,8 +346,6 @@ class JobRows:
                     height=int(row["height"]),
                     poses=poses,
                 )
-        if summary is not None:
-            summary.warnings.extend(w for w in self.warnings if w not in summary.warnings)
 
 
 def pose_from_row(person: dict[str, Any], thresholds: Thresholds) -> Pose:
@@ -290,34 +382,13 @@ def box_around(points_xy: np.ndarray) -> np.ndarray:
 
 
 def write_json_items(fh: TextIO, items: Iterable[Any]) -> int:
-    """Write ``items`` as the elements of a JSON array (no brackets), one a line; returns how
-    many were written."""
+    """Write ``items`` as the elements of a JSON array (no brackets), one a line, as strict
+    JSON; returns how many were written."""
     count = 0
     for item in items:
-        fh.write(("\n" if count == 0 else ",\n") + json.dumps(item, separators=(",", ":")))
+        fh.write(("\n" if count == 0 else ",\n") + strict_json(item, separators=(",", ":")))
         count += 1
     return count
-
-
-@contextmanager
-def open_output(uri: str, storage: StorageSpec) -> Iterator[TextIO]:
-    """A text file at ``uri`` (local or any fsspec URI), written under ``uri.partial`` and moved
-    into place when complete, so a failed export never leaves a file that looks whole."""
-    fs, path = filesystem_for(uri, storage)
-    if fs.isdir(path):
-        raise FormatError(f"{uri!r} is a folder; expected the path of a file to write")
-    parent = path.rsplit("/", 1)[0]
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    partial = f"{path}.partial"
-    try:
-        with fs.open(partial, "w", encoding="utf-8") as fh:
-            yield fh
-    except BaseException:
-        with suppress(Exception):
-            fs.rm(partial)
-        raise
-    fs.mv(partial, path)
 
 
 def sidecar_uri(uri: str, suffix: str, replaces: str) -> str:
@@ -325,13 +396,3 @@ def sidecar_uri(uri: str, suffix: str, replaces: str) -> str:
     ``tasks.json`` → ``tasks.label_config.xml``."""
     stem = uri[: -len(replaces)] if uri.lower().endswith(replaces) else uri
     return stem + suffix
-
-
-@contextmanager
-def open_input(uri: str, storage: StorageSpec) -> Iterator[BinaryIO]:
-    """A review tool's export at ``uri`` (local or any fsspec URI), opened for reading."""
-    fs, path = filesystem_for(uri, storage)
-    if not fs.exists(path):
-        raise FormatError(f"{uri!r} does not exist")
-    with fs.open(path, "rb") as fh:
-        yield fh

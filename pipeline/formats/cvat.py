@@ -16,7 +16,8 @@ frame fails loudly instead of landing on some other frame.
 from __future__ import annotations
 
 import itertools
-import json
+import math
+import re
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -28,13 +29,17 @@ from model.keypoints import KEYPOINT_NAMES, NUM_KEYPOINTS, SKELETON
 from pipeline.formats.common import (
     PERSON_LABEL,
     FormatError,
+    ImageList,
     ImageNames,
     ImageRecord,
     ImportSummary,
     Pose,
     box_around,
     clipped,
+    outside_reach,
 )
+from pipeline.outputs import strict_json
+from schemas.formats import MAX_IMAGE_SIDE
 from schemas.output import ORIGIN_DETECTED, ORIGIN_RECOVERED
 
 BOX_LABEL = "person_box"
@@ -95,7 +100,7 @@ def raw_labels() -> list[dict[str, Any]]:
 
 
 def raw_labels_json() -> str:
-    return json.dumps(raw_labels(), indent=2) + "\n"
+    return strict_json(raw_labels(), indent=2) + "\n"
 
 
 def _label_element(parent: ET.Element, label: dict[str, Any], parent_name: str | None) -> None:
@@ -184,9 +189,15 @@ def _xml(el: ET.Element) -> str:
     return "  " + ET.tostring(el, encoding="unicode") + "\n"
 
 
-def write_cvat(images: Iterable[ImageRecord], fh: TextIO, task_name: str) -> None:
-    """Write CVAT for images 1.1 XML to ``fh``, one ``<image>`` at a time as it is read."""
+def write_cvat(
+    images: Iterable[ImageRecord], fh: TextIO, task_name: str, note: str | None = None
+) -> None:
+    """Write CVAT for images 1.1 XML to ``fh``, one ``<image>`` at a time as it is read.
+    ``note`` (a partial export says so) is written as a comment at the top."""
     fh.write('<?xml version="1.0" encoding="utf-8"?>\n<annotations>\n  <version>1.1</version>\n')
+    if note:
+        # "--" may not appear inside an XML comment.
+        fh.write(f"  <!-- {note.replace('--', '- -')} -->\n")
     fh.write(_xml(meta_element(task_name)))
     groups = itertools.count(1)  # group ids are unique over the file
     for record in images:
@@ -194,37 +205,94 @@ def write_cvat(images: Iterable[ImageRecord], fh: TextIO, task_name: str) -> Non
     fh.write("</annotations>\n")
 
 
-def _skeleton_keypoints(skeleton: ET.Element, summary: ImportSummary) -> np.ndarray:
+_SIDE = re.compile(r"\d{1,9}")
+_GROUP = re.compile(r"\d{1,18}")
+
+
+class _Bad(ValueError):
+    """A broken attribute of the element being read; ``read_cvat`` adds where it is."""
+
+
+def _number(text: str | None, what: str) -> float:
+    """The finite number an attribute holds."""
+    try:
+        value = float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise _Bad(f"{what}: got {text!r}; expected a number") from None
+    if not math.isfinite(value):
+        raise _Bad(f"{what}: got {text!r}; expected a finite number")
+    return value
+
+
+def _side(image: ET.Element, name: str) -> int:
+    text = image.get(name)
+    if text is None or not _SIDE.fullmatch(text) or not 1 <= int(text) <= MAX_IMAGE_SIDE:
+        raise _Bad(
+            f"{name}: got {text!r}; expected a whole number of pixels, 1 to {MAX_IMAGE_SIDE:,}"
+        )
+    return int(text)
+
+
+def _flag(el: ET.Element, name: str, where: str) -> bool:
+    text = el.get(name, "0")
+    if text not in ("0", "1"):
+        raise _Bad(f"{where}: {name}: got {text!r}; expected 0 or 1")
+    return text == "1"
+
+
+def _skeleton_keypoints(
+    skeleton: ET.Element, size: tuple[int, int], where: str, summary: ImportSummary
+) -> np.ndarray:
     """``[17, 3]`` x, y, v of a ``<skeleton>``; a keypoint it lacks is v=0."""
     kpts = np.zeros((NUM_KEYPOINTS, 3))
+    seen: set[str] = set()
     for point in skeleton.findall("points"):
         label = point.get("label")
         if label not in KEYPOINT_NAMES:
             summary.ignored[f"skeleton point {label!r} (not a COCO-17 keypoint)"] += 1
             continue
-        x, y = (float(v) for v in point.get("points", "0,0").split(";")[0].split(","))
-        outside, occluded = point.get("outside") == "1", point.get("occluded") == "1"
+        at = f"{where} <points label={label!r}>"
+        if label in seen:
+            raise _Bad(f"{at}: a second keypoint of that name in one skeleton")
+        seen.add(label)
+        text = point.get("points")
+        xy = (text or "").split(";")[0].split(",")
+        if len(xy) != 2:
+            raise _Bad(f"{at}: points: got {text!r}; expected 'x,y'")
+        x, y = (_number(v, f"{at}: points") for v in xy)
+        outside, occluded = _flag(point, "outside", at), _flag(point, "occluded", at)
+        if not outside and outside_reach(np.array([x, y]), *size):
+            raise _Bad(f"{at}: ({x:g}, {y:g}) lies more than an image size outside the image")
         kpts[KEYPOINT_NAMES.index(label)] = [x, y, 0 if outside else 1 if occluded else 2]
     kpts[kpts[:, 2] == 0, :2] = 0.0  # COCO: an unlabelled keypoint has no place
     return kpts
 
 
-def _box(el: ET.Element) -> np.ndarray:
-    x0, y0, x1, y1 = (float(el.get(k, "nan")) for k in ("xtl", "ytl", "xbr", "ybr"))
+def _box(el: ET.Element, size: tuple[int, int], where: str) -> np.ndarray:
+    """A ``<box>`` as ``[x, y, w, h]``: four finite corners in order, within reach of the image."""
+    x0, y0, x1, y1 = (_number(el.get(k), f"{where}: {k}") for k in ("xtl", "ytl", "xbr", "ybr"))
+    if x1 < x0 or y1 < y0:
+        raise _Bad(f"{where}: bottom-right ({x1:g}, {y1:g}) is above or left of top-left")
+    if outside_reach(np.array([[x0, y0], [x1, y1]]), *size):
+        raise _Bad(f"{where}: lies more than an image size outside the image")
     return np.array([x0, y0, x1 - x0, y1 - y0])
 
 
-def _image_poses(image: ET.Element, summary: ImportSummary) -> list[Pose]:
+def _image_poses(image: ET.Element, size: tuple[int, int], summary: ImportSummary) -> list[Pose]:
     """A skeleton takes the box of its group; without one, the box around its labelled
     keypoints. A box with no skeleton is a person without keypoints."""
     skeletons: list[tuple[int, np.ndarray]] = []
     boxes: dict[int, list[np.ndarray]] = defaultdict(list)
-    for shape in image:
-        group = int(shape.get("group_id", "0"))
+    for k, shape in enumerate(image):
+        where = f"<{shape.tag}> {k}"
+        group_text = shape.get("group_id", "0")
+        if not _GROUP.fullmatch(group_text):
+            raise _Bad(f"{where}: group_id: got {group_text!r}; expected a whole number")
+        group = int(group_text)
         if shape.tag == "skeleton" and shape.get("label") == PERSON_LABEL:
-            skeletons.append((group, _skeleton_keypoints(shape, summary)))
+            skeletons.append((group, _skeleton_keypoints(shape, size, where, summary)))
         elif shape.tag == "box" and shape.get("label") == BOX_LABEL:
-            boxes[group].append(_box(shape))
+            boxes[group].append(_box(shape, size, where))
         else:
             summary.ignored[f"<{shape.tag} label={shape.get('label')!r}>"] += 1
     poses = []
@@ -244,10 +312,14 @@ def read_cvat(
 ) -> tuple[list[ImageRecord], ImportSummary]:
     """The person skeletons (and their boxes) of a CVAT for images 1.1 XML file, per image.
 
-    The file is parsed as a stream; only the images' poses are kept.
+    The file is parsed as a stream; only the images' poses are kept. Every attribute used is
+    checked: a problem is one ``FormatError`` naming the file, the ``<image>`` (its index and
+    name), the shape and the rule. An image listed twice is refused.
     """
     summary = ImportSummary()
+    images = ImageList(names, source)
     records = []
+    index = 0
     try:
         for event, el in ET.iterparse(fh, events=("start", "end")):
             if event == "start" and el.tag == "track":
@@ -257,22 +329,26 @@ def read_cvat(
                 )
             if event != "end" or el.tag != "image":
                 continue
+            name = el.get("name") or ""
+            where = f"<image> {index} ({name!r})"
             try:
-                name, width, height = el.attrib["name"], int(el.get("width")), int(el.get("height"))
-            except (KeyError, TypeError, ValueError) as exc:
-                raise FormatError(
-                    f"{source!r}: an <image> without name, width or height ({exc})"
-                ) from exc
-            file_name = names.file_name_for(name)
+                if not name:
+                    raise _Bad("name: missing or empty")
+                size = (_side(el, "width"), _side(el, "height"))
+                poses = _image_poses(el, size, summary)
+            except _Bad as exc:
+                raise FormatError(f"{source}: {where}: {exc}") from None
+            file_name = images.file_name(name, where)
             records.append(
                 ImageRecord(
                     image_id=names.image_id_for(file_name),
                     name=file_name,
-                    width=width,
-                    height=height,
-                    poses=_image_poses(el, summary),
+                    width=size[0],
+                    height=size[1],
+                    poses=poses,
                 )
             )
+            index += 1
             el.clear()
     except ET.ParseError as exc:
         raise FormatError(f"{source!r} is not CVAT XML: {exc}") from exc

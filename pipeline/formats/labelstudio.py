@@ -11,26 +11,30 @@ reads back as v=2; an unlabelled one (v=0) has no region.
 
 from __future__ import annotations
 
-import json
 import math
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from typing import Any, TextIO
 
 import numpy as np
+from pydantic import TypeAdapter, ValidationError
 
 from model.keypoints import KEYPOINT_NAMES, NUM_KEYPOINTS
 from pipeline.formats.common import (
     PERSON_LABEL,
     FormatError,
+    ImageList,
     ImageNames,
     ImageRecord,
     ImportSummary,
     Pose,
     box_around,
     clipped,
+    parse_json,
+    validation_error,
     write_json_items,
 )
+from schemas.formats import LsKeypoint, LsRectangle, LsTask
 
 # Names in the labeling config: the image object and the two controls that label it.
 IMAGE_OBJECT = "image"
@@ -136,34 +140,31 @@ def write_labelstudio(images: Iterable[ImageRecord], fh: TextIO, model_version: 
     fh.write("\n]\n")
 
 
-def _chosen_result(item: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
+def _chosen_result(task: LsTask) -> tuple[list[Any], bool, str]:
     """The regions of a task's latest annotation that was not cancelled (reviewed: True),
-    else of its first prediction (False)."""
-    annotations = [a for a in item.get("annotations") or [] if not a.get("was_cancelled")]
+    else of its first prediction (False), and where they are in the task."""
+    annotations = [(i, a) for i, a in enumerate(task.annotations or []) if not a.was_cancelled]
     if annotations:
-        latest = max(
-            enumerate(annotations),
-            key=lambda ia: (ia[1].get("updated_at") or ia[1].get("created_at") or "", ia[0]),
-        )[1]
-        return latest.get("result") or [], True
-    predictions = item.get("predictions") or []
-    return (predictions[0].get("result") or [] if predictions else []), False
+        i, latest = max(
+            annotations, key=lambda ia: (ia[1].updated_at or ia[1].created_at or "", ia[0])
+        )
+        return latest.result or [], True, f"annotations[{i}].result"
+    predictions = task.predictions or []
+    return (predictions[0].result or [] if predictions else []), False, "predictions[0].result"
 
 
-def _size(region: dict[str, Any], default: tuple[int, int]) -> tuple[float, float]:
-    return float(region.get("original_width") or default[0]), float(
-        region.get("original_height") or default[1]
-    )
+def _size(region: Any, default: tuple[int, int]) -> tuple[float, float]:
+    return float(region.original_width or default[0]), float(region.original_height or default[1])
 
 
-def _rectangle_px(region: dict[str, Any], size: tuple[int, int]) -> np.ndarray:
+def _rectangle_px(region: LsRectangle, size: tuple[int, int]) -> np.ndarray:
     """A rectangle region as ``[x, y, w, h]`` pixels; a rotated one (about its top-left
     corner, degrees clockwise) as the box around its corners."""
-    value = region["value"]
+    value = region.value
     w_img, h_img = _size(region, size)
-    x, y = value["x"] / 100 * w_img, value["y"] / 100 * h_img
-    w, h = value["width"] / 100 * w_img, value["height"] / 100 * h_img
-    angle = math.radians(float(value.get("rotation") or 0.0))
+    x, y = value.x / 100 * w_img, value.y / 100 * h_img
+    w, h = value.width / 100 * w_img, value.height / 100 * h_img
+    angle = math.radians(value.rotation or 0.0)
     if angle == 0.0:
         return np.array([x, y, w, h])
     corners = np.array([[0, 0], [w, 0], [w, h], [0, h]])
@@ -176,32 +177,46 @@ def _contains(box: np.ndarray, xy: np.ndarray) -> bool:
     return bool(box[0] <= xy[0] <= box[0] + box[2] and box[1] <= xy[1] <= box[1] + box[3])
 
 
-def _result_poses(
-    result: list[dict[str, Any]], size: tuple[int, int], summary: ImportSummary
-) -> list[Pose]:
+def _refuse_shared_ids(result: list[Any], where: str) -> None:
+    """Two regions of one kind with one ``id`` would be read as one person (or one point):
+    an error naming both."""
+    first: dict[tuple[str, str], int] = {}
+    for k, region in enumerate(result):
+        if isinstance(region, LsRectangle | LsKeypoint) and region.id is not None:
+            key = (region.type, str(region.id))
+            j = first.setdefault(key, k)
+            if j != k:
+                raise FormatError(
+                    f"{where}: regions [{j}] and [{k}] are both {region.type} with id "
+                    f"{region.id!r}; each region needs its own id"
+                )
+
+
+def _result_poses(result: list[Any], size: tuple[int, int], summary: ImportSummary) -> list[Pose]:
     """Persons from a task's regions. A keypoint joins the rectangle its ``parentID`` names;
     without one (Label Studio sets it only when a reviewer nests the region), the smallest
     rectangle around it whose slot for that keypoint is free. Others are counted, not kept."""
     boxes: dict[str, np.ndarray] = {}
-    points = []
-    for region in result:
-        kind = region.get("type")
-        if kind == "rectanglelabels":
-            boxes[str(region.get("id"))] = _rectangle_px(region, size)
-        elif kind == "keypointlabels":
+    points: list[LsKeypoint] = []
+    for k, region in enumerate(result):
+        if isinstance(region, LsRectangle):
+            # A rectangle without an id is still a person; no keypoint can name it.
+            key = f"#{k}" if region.id is None else str(region.id)
+            boxes[key] = _rectangle_px(region, size)
+        elif isinstance(region, LsKeypoint):
             points.append(region)
         else:
-            summary.ignored[f"{kind} region"] += 1
+            summary.ignored[f"{region.type} region"] += 1
     kpts = {box_id: np.zeros((NUM_KEYPOINTS, 3)) for box_id in boxes}
     for region in points:
-        labels = region["value"].get("keypointlabels") or []
+        labels = region.value.keypointlabels
         if not labels or labels[0] not in KEYPOINT_NAMES:
             summary.ignored[f"keypoint labelled {labels[:1]} (not a COCO-17 keypoint)"] += 1
             continue
         j = KEYPOINT_NAMES.index(labels[0])
         w_img, h_img = _size(region, size)
-        xy = np.array([region["value"]["x"] / 100 * w_img, region["value"]["y"] / 100 * h_img])
-        parent = str(region.get("parentID"))
+        xy = np.array([region.value.x / 100 * w_img, region.value.y / 100 * h_img])
+        parent: str | None = None if region.parentID is None else str(region.parentID)
         if parent not in boxes:
             around = [b for b in boxes if _contains(boxes[b], xy)]
             free = [b for b in around if kpts[b][j, 2] == 0]
@@ -215,47 +230,52 @@ def _result_poses(
     return [Pose(box_xywh=boxes[b], kpts_xyv=kpts[b]) for b in boxes]
 
 
+_TASKS = TypeAdapter(list[LsTask])
+
+
 def read_labelstudio(
-    text: str, names: ImageNames, source: str, reviewed_only: bool = False
+    data: bytes | str, names: ImageNames, source: str, reviewed_only: bool = False
 ) -> tuple[list[ImageRecord], ImportSummary]:
     """The persons of a Label Studio JSON export (a list of tasks), per task.
 
     A task's latest annotation is used; a task nobody annotated keeps its prediction
-    (counted in ``unreviewed``), or is left out with ``reviewed_only``.
+    (counted in ``unreviewed``), or is left out with ``reviewed_only``. The whole file is
+    checked first (``schemas.formats.LsTask``): a problem is one ``FormatError`` naming the
+    file, the task, the region and the rule. Two regions of one kind sharing an id, and an
+    image listed in two tasks, are refused.
     """
-    try:
-        tasks = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise FormatError(f"{source!r} is not JSON: {exc}") from exc
-    if not isinstance(tasks, list):
+    raw = parse_json(data.encode("utf-8") if isinstance(data, str) else data, source)
+    if not isinstance(raw, list):
         raise FormatError(f"{source!r} is not a list of tasks (Label Studio's JSON export)")
+    try:
+        tasks = _TASKS.validate_python(raw)
+    except ValidationError as exc:
+        raise validation_error(source, exc, raw, root="tasks") from None
     summary = ImportSummary()
+    images = ImageList(names, source)
     records = []
-    for i, item in enumerate(tasks):
-        data = item.get("data") if isinstance(item, dict) else None
-        name = data.get(IMAGE_OBJECT) if isinstance(data, dict) else None
-        if not isinstance(name, str):
-            raise FormatError(f"{source!r}: task {i} has no data.{IMAGE_OBJECT}")
-        result, reviewed = _chosen_result(item)
+    for i, task in enumerate(tasks):
+        where = f"tasks[{i}]" + ("" if task.id is None else f" (id {task.id!r})")
+        result, reviewed, result_where = _chosen_result(task)
+        _refuse_shared_ids(result, f"{source}: {where}.{result_where}")
         if not reviewed:
             summary.unreviewed += 1
             if reviewed_only:
                 continue
-        sized = [r for r in result if r.get("original_width") and r.get("original_height")]
-        width = data.get("width") or (sized[0]["original_width"] if sized else None)
-        height = data.get("height") or (sized[0]["original_height"] if sized else None)
+        sized = [r for r in result if r.original_width and r.original_height]
+        width = task.data.width or (sized[0].original_width if sized else None)
+        height = task.data.height or (sized[0].original_height if sized else None)
         if not width or not height:
             summary.ignored["task without an image size"] += 1
             continue
-        size = (int(width), int(height))
-        file_name = names.file_name_for(name)
+        file_name = images.file_name(task.data.image, where)
         records.append(
             ImageRecord(
                 image_id=names.image_id_for(file_name),
                 name=file_name,
-                width=size[0],
-                height=size[1],
-                poses=_result_poses(result, size, summary),
+                width=width,
+                height=height,
+                poses=_result_poses(result, (width, height), summary),
             )
         )
     summary.count(records)

@@ -124,7 +124,7 @@ def test_loading_reads_the_image_list_and_an_image_without_boxes_gets_none(tmp_p
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("{not json", "stage1.boxes .*dets.json: not a JSON file"),
+        ("{not json", "stage1.boxes .*dets.json: not JSON"),
         ('{"a": 1}', "expected a JSON list"),
     ],
 )
@@ -135,7 +135,7 @@ def test_a_file_that_is_not_a_detections_list_fails_at_job_start(tmp_path, text,
 
 
 def test_a_missing_file_fails_at_job_start(tmp_path):
-    with pytest.raises(JobSetupError, match="stage1.boxes .*nope.json: no such file"):
+    with pytest.raises(JobSetupError, match="stage1.boxes .*nope.json' does not exist"):
         load_external_boxes(job_spec(tmp_path, boxes=str(tmp_path / "nope.json")))
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import tracemalloc
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -19,7 +22,11 @@ from pipeline.formats.coco import write_coco
 from pipeline.formats.common import ImageRecord, JobRows, keypoint_visibility
 from pipeline.formats.cvat import write_cvat
 from pipeline.formats.labelstudio import read_labelstudio, write_labelstudio
+from pipeline.job_parts import PartFileError, drop_non_finite_persons, schema_problem
+from pipeline.outputs import OutputError
+from pipeline.sink import NoAnnotationsError
 from pipeline.storage import image_id_for
+from schemas.output import ADDED_COUNT_FIELDS, ANNOTATION_SCHEMA, PERSON_TYPE
 from tests.export_fixtures import COCO_SAMPLE, EDGE_SIZE, expected_images, make_job, sample_rows
 from tests.review_fixtures import ok_row, write_part
 
@@ -403,28 +410,83 @@ def test_an_existing_output_is_replaced_but_a_folder_is_refused(tmp_path, job):
     out.write_text("old")
     export_job(str(job), "coco", str(out))
     assert json.loads(out.read_text())["images"]
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("gt")] == ["gt.json"]
-    with pytest.raises(FormatError, match="is a folder"):
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(("gt", ".gt"))] == ["gt.json"]
+    with pytest.raises(OutputError, match="is a folder"):
         export_job(str(job), "coco", str(tmp_path))
 
 
 def test_a_missing_job_folder_names_the_folder(tmp_path):
-    with pytest.raises(FormatError, match="no annotation files") as info:
+    with pytest.raises(NoAnnotationsError, match="no annotation files") as info:
         export_job(str(tmp_path / "nope"), "coco", str(tmp_path / "x.json"))
     assert str(tmp_path / "nope") in str(info.value)
     assert not (tmp_path / "x.json").exists()
 
 
 @pytest.mark.parametrize("fmt", ["coco", "labelstudio"])
-def test_an_unreadable_part_file_is_skipped_with_a_warning(tmp_path, job, rows, fmt):
-    (job / "annotations" / "run-001-part-000000-dead.parquet").write_bytes(b"PAR1 truncated")
+def test_an_unreadable_part_file_stops_the_export_unless_partial_is_accepted(
+    tmp_path, job, rows, fmt
+):
+    dead = job / "annotations" / "run-001-part-000000-dead.parquet"
+    dead.write_bytes(b"PAR1 truncated")
     out = tmp_path / "out.json"
-    summary = export_job(str(job), fmt, str(out))
+    with pytest.raises(PartFileError, match=str(dead)):
+        export_job(str(job), fmt, str(out))
+    assert not out.exists()
+    summary = export_job(str(job), fmt, str(out), allow_partial=True)
     assert summary.images == len(expected_images(rows))
+    assert list(summary.parts.skipped) == [str(dead)]
     written = json.loads(out.read_text())
     assert len(written["images"] if fmt == "coco" else written) == summary.images
-    (warning,) = summary.warnings
-    assert "run-001-part-000000-dead.parquet" in warning
+    if fmt == "coco":
+        assert "PARTIAL" in written["info"]["description"]
+        assert list(written["info"]["detpose"]["partial"]["unreadable_files"]) == [str(dead)]
+    else:
+        assert all("PARTIAL" in t["predictions"][0]["model_version"] for t in written)
+
+
+def test_a_part_file_failing_half_way_is_left_out_whole(tmp_path, job):
+    """Footer fine, keypoint pages corrupt: COCO's first pass (no poses) reads the file, its
+    second fails. With --allow-partial the file is written again without it, so the images
+    and the annotations come from the same rows."""
+    bad = sorted((job / "annotations").glob("*.parquet"))[0]
+    keypoints = pq.ParquetFile(bad).metadata.row_group(0).column(9)
+    assert keypoints.path_in_schema.startswith("persons.list.element.keypoints")
+    data = bytearray(bad.read_bytes())
+    for k in range(keypoints.data_page_offset + 40, keypoints.data_page_offset + 240):
+        data[k] ^= 0x5A
+    bad.write_bytes(bytes(data))
+    out = tmp_path / "gt.json"
+    with pytest.raises(PartFileError, match=str(bad)):
+        export_job(str(job), "coco", str(out))
+    assert not out.exists()
+    export_job(str(job), "coco", str(out), allow_partial=True)
+    written = json.loads(out.read_text())
+    bad_ids = set(pq.read_table(bad, columns=["image_id"]).column(0).to_pylist())
+    image_ids = {image["id"] for image in written["images"]}
+    assert image_ids and not image_ids & bad_ids
+    assert {a["image_id"] for a in written["annotations"]} <= image_ids
+    assert list(written["info"]["detpose"]["partial"]["unreadable_files"]) == [str(bad)]
+
+
+def test_persons_with_non_finite_numbers_are_dropped_row_by_row():
+    good = sample_rows()[0]["persons"][0]
+    nan_box = {**good, "box_xywh": [math.nan, 1.0, 2.0, 3.0]}
+    inf_score = {**good, "pose_score": math.inf}
+    rows = [[good, nan_box], None, [], [inf_score, good, good], [nan_box]]
+    persons = pa.array(rows, pa.list_(PERSON_TYPE)).slice(1)  # an offset, as batches have
+    kept, dropped = drop_non_finite_persons(persons)
+    assert dropped.tolist() == [0, 0, 1, 1]
+    assert pc.list_value_length(kept).to_pylist() == [None, 0, 2, 0]
+    assert kept.type == persons.type
+
+
+def test_older_part_files_fit_the_schema_and_foreign_columns_do_not():
+    counts = ANNOTATION_SCHEMA.field("counts").type
+    older = pa.struct([f for f in counts if f.name not in ADDED_COUNT_FIELDS])
+    assert schema_problem(pa.schema([("counts", older)]), ["counts"]) is None
+    wrong = pa.schema([("persons", pa.list_(pa.float64()))])
+    assert "column 'persons' holds" in schema_problem(wrong, ["persons"])
+    assert "no column 'uri'" in schema_problem(wrong, ["uri"])
 
 
 def big_job(folder: Path, parts: int, rows_per_part: int) -> Path:

@@ -13,6 +13,7 @@ from PIL import Image
 
 import pipeline.review as review
 from jobs.cli import main
+from pipeline.job_parts import PartFileError
 from pipeline.overlay import draw_poses
 from pipeline.review import build_gallery, select_for_review
 from pipeline.sink import NoAnnotationsError
@@ -102,13 +103,17 @@ def test_errors_are_counted_all_but_listed_up_to_the_cap(job, small_batches):
     assert all(e.message.startswith("<broken>") for e in sel.errors)
 
 
-def test_foreign_and_unreadable_files_are_skipped_not_fatal(job):
+def test_foreign_files_are_ignored_and_unreadable_ones_fatal_unless_partial(job):
     annotations = job / "annotations"
     (annotations / "notes.parquet").write_bytes(b"not ours")
-    (annotations / "run-001-part-000000-broken.parquet").write_bytes(b"PAR1 truncated")
-    sel = select_for_review(str(job), STORAGE, limit=3)
+    assert select_for_review(str(job), STORAGE, limit=3).rows == 39
+    broken = annotations / "run-001-part-000000-broken.parquet"
+    broken.write_bytes(b"PAR1 truncated")
+    with pytest.raises(PartFileError, match=str(broken)):
+        select_for_review(str(job), STORAGE, limit=3)
+    sel = select_for_review(str(job), STORAGE, limit=3, allow_partial=True)
     assert len(sel.items) == 3 and sel.rows == 39
-    assert len(sel.warnings) == 1 and "run-001-part-000000-broken.parquet" in sel.warnings[0]
+    assert sel.parts.partial and list(sel.parts.skipped) == [str(broken)]
 
 
 def test_a_job_without_annotations_is_a_clear_error(tmp_path):
