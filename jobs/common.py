@@ -7,8 +7,11 @@ import argparse
 import logging
 import math
 import os
+import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the annotation only: jobs.common is imported by every command
@@ -134,3 +137,23 @@ def init_ray(num_cpus: int | None, num_gpus: float | None = None) -> None:
         include_dashboard=False,
         logging_level=logging.WARNING,
     )
+
+
+def run_detpose(args: Sequence[str], log: Path, threads: int | None = None) -> float:
+    """Run ``detpose ARGS`` to completion, its output in ``log``; returns its seconds.
+
+    Raises:
+        RuntimeError: the command failed (the message names its log).
+    """
+    env = dict(os.environ)
+    if threads is not None:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with log.open("w") as out:
+        done = subprocess.run(
+            [sys.executable, "-m", "jobs.cli", *args], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"detpose {args[0]} failed (exit {done.returncode}); see {log}")
+    return time.perf_counter() - started

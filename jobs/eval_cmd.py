@@ -73,14 +73,15 @@ def eval_spec(args: argparse.Namespace) -> JobSpec:
 def format_table(reports: dict[str, dict[str, Any]]) -> str:
     """One line per mode: keypoint AP columns, box AP, refinement runs per person."""
     head = f"{'mode':<8} {'AP':>6} {'AP50':>6} {'AP75':>6} {'APm':>6} {'APl':>6} {'AR':>6} "
-    head += f"{'boxAP':>6} {'persons':>8} {'runs/person':>12}"
+    head += f"{'boxAP':>6} {'persons':>8} {'found':>9} {'runs/person':>12} {'collapsed':>9}"
     lines = [head]
     for mode, r in reports.items():
         k = r["keypoints"]
+        found = f"{r['found_persons']}/{r['ground_truth_persons']}"
         lines.append(
             f"{mode:<8} {k['AP']:6.3f} {k['AP50']:6.3f} {k['AP75']:6.3f} {k['APm']:6.3f} "
             f"{k['APl']:6.3f} {k['AR']:6.3f} {r['boxes']['AP']:6.3f} {r['persons']:8d} "
-            f"{r['refinement_runs_per_person']:12.2f}"
+            f"{found:>9} {r['refinement_runs_per_person']:12.2f} {r['collapsed_pairs']:9d}"
         )
         for level, scores in r.get("keypoints_by_crowd", {}).items():
             lines.append(f"  {level:<6} AP {scores['AP']:6.3f}")

@@ -20,7 +20,13 @@ def register(subparsers: Any) -> None:
         "byte-identical files. See docs/synth.md.",
     )
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
-    p.add_argument("--images", required=True, type=int, metavar="N", help=f"how many images (1 to {MAX_IMAGES:,})")
+    p.add_argument(
+        "--images",
+        required=True,
+        type=int,
+        metavar="N",
+        help=f"how many images (1 to {MAX_IMAGES:,})",
+    )
     p.add_argument("--seed", required=True, type=int, metavar="S", help="random seed (>= 0)")
     p.add_argument(
         "--crowd", choices=CROWD_CHOICES, default="mixed",

@@ -15,8 +15,6 @@ import argparse
 import json
 import logging
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from jobs.common import number_in
+from jobs.common import number_in, run_detpose
 
 logger = logging.getLogger(__name__)
 POSITIVE = number_in(int, 1)
@@ -121,26 +119,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_synth_demo)
 
 
-def _detpose(args: Sequence[str], log: Path, threads: int | None = None) -> float:
-    """Run ``detpose ARGS`` to completion, its output in ``log``; returns its seconds.
-
-    Raises:
-        RuntimeError: the command failed (the message names its log).
-    """
-    env = dict(os.environ)
-    if threads is not None:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    log.parent.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    with log.open("w") as out:
-        done = subprocess.run(
-            [sys.executable, "-m", "jobs.cli", *args], stdout=out, stderr=subprocess.STDOUT, env=env
-        )
-    if done.returncode != 0:
-        raise RuntimeError(f"detpose {args[0]} failed (exit {done.returncode}); see {log}")
-    return time.perf_counter() - started
-
-
 def draw_sets(demo: Demo) -> None:
     """The training set (every crowd level mixed) and one held-out set per crowd level."""
     sets = [(demo.train_set, demo.train_images, TRAIN_SEED, "mixed")]
@@ -149,7 +127,7 @@ def draw_sets(demo: Demo) -> None:
         if (folder / "annotations.json").exists():
             continue
         args = ["synth", "--out", str(folder), "--images", str(images), "--seed", str(seed)]
-        seconds = _detpose(
+        seconds = run_detpose(
             [*args, "--crowd", crowd], demo.out / "logs" / f"synth-{folder.name}.log"
         )
         demo.timings[f"synth {folder.name}"] = seconds
@@ -177,7 +155,7 @@ def train_networks(demo: Demo) -> None:
     def run(item: tuple[str, str, int, Sequence[str]]) -> None:
         name, network, steps, overrides = item
         args = _train_args(demo, network, steps, demo.checkpoint(name), overrides)
-        seconds = _detpose(args, demo.out / "logs" / f"train-{name}.log", threads=1)
+        seconds = run_detpose(args, demo.out / "logs" / f"train-{name}.log", threads=1)
         demo.timings[f"train {name}"] = seconds
         logger.info("trained %s (%d steps) in %.0f s", name, steps, seconds)
 
@@ -212,7 +190,7 @@ def evaluate(demo: Demo, name: str, level: str, spec: Path, modes: Sequence[str]
         args = ["eval", "--annotations", str(data / "annotations.json")]
         args += ["--images", str(data / "images"), "--output", str(out), "--spec", str(spec)]
         args += ["--filter", ",".join(modes), "--no-progress-timeout", "600"]
-        seconds = _detpose(args, demo.out / "logs" / f"eval-{name}.log")
+        seconds = run_detpose(args, demo.out / "logs" / f"eval-{name}.log")
         demo.timings[f"eval {name}"] = seconds
         logger.info("evaluated %s in %.0f s", name, seconds)
     return json.loads(result.read_text())["modes"]

@@ -154,3 +154,37 @@ def oks_matrix(
     counts = present.sum(-1)
     out = (sim * present).sum(-1) / np.maximum(counts, 1.0)
     return np.where(counts > 0, out, 0.0)
+
+
+def pose_oks(
+    kpts_a_xys: np.ndarray, kpts_b_xys: np.ndarray, sigmas: np.ndarray = OKS_SIGMAS
+) -> np.ndarray:
+    """Symmetric OKS between predicted poses: the same value whichever pose is the reference.
+
+    Only keypoints that both poses found (score ``> 0``) count, and distances are scaled by
+    the larger of the two poses' keypoint-extent areas. So a fragment of a person (a pose
+    that lacks most keypoints) scores high against that person's whole pose: its missing
+    keypoints are not compared, and the whole pose sets the scale. Pairs without a keypoint
+    in common score 0.
+
+    Args:
+        kpts_a_xys: ``[A, K, 3]`` poses ``(x, y, score)``.
+        kpts_b_xys: ``[B, K, 3]`` poses ``(x, y, score)``.
+        sigmas: ``[K]`` per-keypoint falloff constants.
+
+    Returns:
+        ``[A, B]`` OKS in ``[0, 1]``.
+    """
+    from model.codecs.boxes import box_areas, kpt2box
+
+    a = np.asarray(kpts_a_xys, dtype=np.float64).reshape(-1, len(sigmas), 3)
+    b = np.asarray(kpts_b_xys, dtype=np.float64).reshape(-1, len(sigmas), 3)
+    areas = np.maximum(
+        box_areas(kpt2box(a, margin=0.0))[:, None], box_areas(kpt2box(b, margin=0.0))[None, :]
+    )  # [A, B]
+    d2 = ((a[:, None, :, :2] - b[None, :, :, :2]) ** 2).sum(-1)  # [A, B, K]
+    variances = (2.0 * sigmas) ** 2
+    sim = np.exp(-d2 / variances / (areas[..., None] + np.spacing(1)) / 2.0)
+    common = (a[:, None, :, 2] > 0) & (b[None, :, :, 2] > 0)
+    counts = common.sum(-1)
+    return np.where(counts > 0, (sim * common).sum(-1) / np.maximum(counts, 1), 0.0)

@@ -44,6 +44,7 @@ class CoarseProposals:
         pose_scores: ``[M]`` float32 score of each pooled pose (its own stage-1 proposal's),
             when the boxes came from elsewhere (:meth:`with_boxes`); ``None``: pose ``p``
             belongs to proposal ``p``.
+        network_inputs: the network inputs stage 1 ran on for the image (views and tiles).
     """
 
     boxes_xyxy: np.ndarray
@@ -52,6 +53,7 @@ class CoarseProposals:
     limb_scores: np.ndarray
     poses_xys: np.ndarray | None = None
     pose_scores: np.ndarray | None = None
+    network_inputs: int = 1
 
     def __post_init__(self) -> None:
         _check_shape("CoarseProposals.boxes_xyxy", self.boxes_xyxy, (None, 4))
@@ -102,7 +104,13 @@ class CoarseProposals:
         if self.poses_xys is not None and pose_scores is None:
             pose_scores = self.box_scores
         return CoarseProposals(
-            boxes, scores, self.peaks_xys, self.limb_scores, self.poses_xys, pose_scores
+            boxes,
+            scores,
+            self.peaks_xys,
+            self.limb_scores,
+            self.poses_xys,
+            pose_scores,
+            self.network_inputs,
         )
 
     @classmethod

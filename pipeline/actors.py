@@ -12,14 +12,15 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from model.codecs.boxes import xywh_to_xyxy
+from model.codecs.boxes import box_areas, xywh_to_xyxy
 from model.codecs.coords import original_to_decoded
 from model.filtering.dedupe import dedupe_recovered
+from model.filtering.filters import oks_nms
 from model.inference.devices import resolve_device
 from model.inference.refiner import PoseRefinerModel, RefinedPoses
 from model.inference.stage1 import CoarsePoseModel
 from model.inference.weights import DETPOSENET, LoadedModel, StageKind, load_stage_model
-from model.inference.zoo_stage1 import ZooCoarsePoseModel
+from model.inference.zoo_stage1 import View, ZooCoarsePoseModel
 from model.keypoints import NUM_KEYPOINTS, SKELETON
 from pipeline.batches import (
     Batch,
@@ -79,11 +80,12 @@ class CoarseStage:
         self.grouped = spec.stage1.model != DETPOSENET
         self.model: CoarsePoseModel | ZooCoarsePoseModel
         if self.grouped:
+            views = spec.stage1.resolved_views(loaded.config.network.input_size)
             self.model = ZooCoarsePoseModel(
                 loaded,
                 device,
                 self.proposals,
-                spec.stage1.input_size,
+                [View(v.input_size, v.grid, v.overlap, v.tile_below_height) for v in views],
                 spec.filter.box_score_threshold,
                 spec.precision,
             )
@@ -105,6 +107,7 @@ class CoarseStage:
             "prop_boxes": np.zeros((n, self.proposals, 4), np.float32),
             "prop_scores": np.zeros((n, self.proposals), np.float32),
             "num_proposals": np.zeros(n, np.int32),
+            "count_stage1_inputs": np.zeros(n, np.int32),
         }
         if self.grouped:
             columns["coarse_poses"] = np.zeros((n, self.proposals, NUM_KEYPOINTS, 3), np.float32)
@@ -124,6 +127,7 @@ class CoarseStage:
             if self.boxes:
                 result = result.with_boxes(*row_boxes(self.boxes, batch, i))
             k = len(result.box_scores)
+            columns["count_stage1_inputs"][i] = result.network_inputs
             columns["prop_boxes"][i, :k] = result.boxes_xyxy
             columns["prop_scores"][i, :k] = result.box_scores
             columns["num_proposals"][i] = k
@@ -145,43 +149,99 @@ class RefineStage:
     def __init__(self, spec: JobSpec, max_crops: int, weights_sha256: str | None = None):
         device = resolve_device(spec.device)
         loaded = load_stage_weights("refiner", spec, device, weights_sha256)
-        self.model = PoseRefinerModel(loaded, device, spec.flip_test, max_crops, spec.precision)
-        # The flip test runs the refiner twice per crop; stats count forward passes.
-        self.passes_per_crop = 2 if spec.flip_test else 1
+        self.model = PoseRefinerModel(
+            loaded,
+            device,
+            spec.flip_test,
+            max_crops,
+            spec.precision,
+            crop_padding=spec.refiner.crop_padding,
+            guide=spec.refiner.guide,
+            second_crop_padding=spec.refiner.second_crop_padding,
+        )
+        # The flip test and a second crop each double the refiner's passes per person;
+        # stats count forward passes.
+        self.passes_per_crop = (2 if spec.flip_test else 1) * (
+            2 if spec.refiner.second_crop_padding is not None else 1
+        )
         self.dedupe_oks = spec.filter.recovered_dedupe_oks
         self.min_keypoint_score = spec.filter.keypoint_score_threshold
+        self.filter_mode = spec.filter.mode
+        self.oks_nms = spec.filter.oks_nms
 
     def __call__(self, batch: Batch) -> pa.Table:
         require_columns(
-            batch, ("status", "image", "scale", "person_boxes", "num_persons"), "stage 3"
+            batch,
+            ("status", "image", "scale", "person_boxes", "person_coarse", "num_persons"),
+            "stage 3",
         )
         ok = ok_rows(batch)
         items = [
-            (batch["image"][i], batch["person_boxes"][i, : batch["num_persons"][i]]) for i in ok
+            (
+                batch["image"][i],
+                batch["person_boxes"][i, : batch["num_persons"][i]],
+                batch["person_coarse"][i, : batch["num_persons"][i]],
+            )
+            for i in ok
         ]
         refined = per_image_or_isolated(self._refine, items)
-        persons: list[list[dict[str, Any]]] = [[] for _ in batch["status"]]
-        runs = np.zeros(len(batch["status"]), np.int32)
-        removed = np.zeros(len(batch["status"]), np.int32)
+        n = len(batch["status"])
+        persons: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+        runs = np.zeros(n, np.int32)
+        removed = np.zeros(n, np.int32)
+        # Mode none's OKS-NMS after refinement moves persons from accepted to duplicates.
+        duplicates = batch["count_dropped_duplicate"].astype(np.int32).copy()
+        accepted = batch["count_accepted"].astype(np.int32).copy()
         failures = {}
         for i, poses in zip(ok, refined, strict=True):
             if isinstance(poses, Exception):
                 failures[i] = poses
                 continue
-            keep = self._keep(batch, i, poses)
+            if self._mode(batch, i) == "none":
+                keep = self._top_down_keep(batch, i, poses)
+                duplicates[i] += len(keep) - int(keep.sum())
+                accepted[i] -= len(keep) - int(keep.sum())
+            else:
+                keep = self._keep(batch, i, poses)
+                removed[i] = len(keep) - int(keep.sum())
             persons[i] = person_records(batch, i, poses.kpts_xys, poses.pose_scores, keep)
             runs[i] = len(poses.pose_scores) * self.passes_per_crop
-            removed[i] = len(keep) - int(keep.sum())
+        batch = {**batch, "count_dropped_duplicate": duplicates, "count_accepted": accepted}
         batch = with_internal_errors(batch, failures, "stage 3")
         return annotation_table(batch, persons, runs, removed)
+
+    def _mode(self, batch: Batch, i: int) -> str:
+        """Row ``i``'s filter mode (an evaluation's rows carry their own)."""
+        return str(batch["filter_mode"][i]) if "filter_mode" in batch else self.filter_mode
+
+    @staticmethod
+    def _instance_scores(batch: Batch, i: int, poses: RefinedPoses) -> np.ndarray:
+        """Row ``i``'s persons ranked as results are
+        (``model.evaluation.results.instance_score``): box × pose score."""
+        return batch["person_box_scores"][i, : len(poses.pose_scores)] * poses.pose_scores
+
+    def _top_down_keep(self, batch: Batch, i: int, poses: RefinedPoses) -> np.ndarray:
+        """Mode none, the paper's top-down baseline: every proposal was refined, and OKS-NMS
+        on the refined poses (``filter.oks_nms``) keeps one person per body."""
+        n = len(poses.pose_scores)
+        kpts = poses.kpts_xys.astype(np.float64).copy()
+        kpts[kpts[..., 2] < self.min_keypoint_score, 2] = 0.0
+        kept = oks_nms(
+            kpts,
+            self._instance_scores(batch, i, poses),
+            box_areas(batch["person_boxes"][i, :n]),
+            self.oks_nms,
+        )
+        keep = np.zeros(n, bool)
+        keep[kept] = True
+        return keep
 
     def _keep(self, batch: Batch, i: int, poses: RefinedPoses) -> np.ndarray:
         """Row ``i``'s persons to write: all, or without recovered duplicates (dedupe on)."""
         n = len(poses.pose_scores)
         if self.dedupe_oks is None:
             return np.ones(n, bool)
-        # Ranked as results are (model.evaluation.results.instance_score): box × pose score.
-        scores = batch["person_box_scores"][i, :n] * poses.pose_scores
+        scores = self._instance_scores(batch, i, poses)
         return dedupe_recovered(
             poses.kpts_xys,
             scores,
@@ -190,6 +250,11 @@ class RefineStage:
             self.min_keypoint_score,
         )
 
-    def _refine(self, items: list[tuple[np.ndarray, np.ndarray]]) -> list[RefinedPoses]:
-        """Crops of all ``(image, boxes)`` items refined together (batched across images)."""
-        return self.model([image for image, _ in items], [boxes for _, boxes in items])
+    def _refine(self, items: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> list[RefinedPoses]:
+        """Crops of all ``(image, boxes, coarse poses)`` items refined together (batched
+        across images), each guided by its person's coarse pose."""
+        return self.model(
+            [image for image, _, _ in items],
+            [boxes for _, boxes, _ in items],
+            [coarse for _, _, coarse in items],
+        )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ from model.evaluation.coco import (
     load_ground_truth,
     score,
 )
-from model.evaluation.results import rows_to_results
+from model.evaluation.results import collapsed_pairs, rows_to_results
 from model.inference.weights import StageWeights
 from model.keypoints import NUM_KEYPOINTS
 from pipeline.errors import JobSetupError
@@ -77,6 +77,22 @@ class Benchmark:
             {"uri": uri, **({"given_boxes": boxes.get(image_id, [])} if given_boxes else {})}
             for uri, image_id in sorted(self.image_ids.items())
         ]
+
+    def subset(self, keep: Callable[[dict[str, Any]], bool], name: str) -> Benchmark:
+        """The images for which ``keep(image entry)`` holds, with their annotations."""
+        images = [image for image in self.data["images"] if keep(image)]
+        ids = {image["id"] for image in images}
+        data = {
+            **self.data,
+            "images": images,
+            "annotations": [a for a in self.data["annotations"] if a["image_id"] in ids],
+        }
+        image_ids = {uri: i for uri, i in self.image_ids.items() if i in ids}
+        return Benchmark(f"{self.name} [{name}]", self.dataset, data, image_ids)
+
+    def rows_of(self, rows: pa.Table) -> pa.Table:
+        """The rows of this benchmark's images (by URI)."""
+        return rows.filter(pc.is_in(rows.column("uri"), pa.array(list(self.image_ids))))
 
 
 def load_benchmark(
@@ -197,12 +213,7 @@ def run_eval_rows(
     items = benchmark.items(given_boxes)
     ds = build_eval_dataset(spec, items, modes, given_boxes, gpus, weights, cluster_gpus, boxes)
     ds.write_parquet(path, filesystem=fs)
-    files = sorted(p for p in fs.find(path) if p.endswith(".parquet"))
-    tables = []
-    for file in files:
-        with fs.open(file, "rb") as fh:
-            tables.append(pq.read_table(fh, columns=_ROW_COLUMNS, schema=EVAL_ROW_SCHEMA))
-    table = pa.concat_tables(tables) if tables else EVAL_ROW_SCHEMA.empty_table()
+    table = read_eval_rows(rows_uri, spec.storage)
     stages, _ = stage_stats(ds, table.num_rows)
     _check_one_row_each(
         table, [i["uri"] for i in items], [GIVEN_BOXES_MODE] if given_boxes else modes
@@ -225,9 +236,12 @@ def _finite_rows(table: pa.Table) -> tuple[pa.Table, PartsReport]:
     return table, report
 
 
-def mode_report(rows: pa.Table, benchmark: Benchmark, gt: Any) -> tuple[dict[str, Any], list]:
-    """One mode's scores and Algorithm-1 totals, and its keypoint results."""
-    keypoints, boxes = rows_to_results(rows.to_pylist(), benchmark.image_ids)
+def mode_report(
+    rows: pa.Table, benchmark: Benchmark, gt: Any, rank_by: str = "product"
+) -> tuple[dict[str, Any], list]:
+    """One mode's scores and Algorithm-1 totals, and its keypoint results (each person
+    scored by ``model.evaluation.results.RANKINGS[rank_by]``)."""
+    keypoints, boxes = rows_to_results(rows.to_pylist(), benchmark.image_ids, rank_by)
     scores = score(gt, keypoints, boxes, benchmark.dataset)
     counts = rows.column("counts")
     totals = {
@@ -245,6 +259,10 @@ def mode_report(rows: pa.Table, benchmark: Benchmark, gt: Any) -> tuple[dict[str
         ),
         "persons": len(keypoints),
         "ground_truth_persons": gt_persons,
+        # Labelled persons a prediction matched at OKS 0.5 (pycocotools' matching).
+        "found_persons": scores.found,
+        # Pairs of predicted persons in one image on one body (OKS above 0.9).
+        "collapsed_pairs": collapsed_pairs(keypoints),
         "refinement_runs_per_person": totals["refinement_runs"] / gt_persons if gt_persons else 0.0,
         **totals,
     }
@@ -272,6 +290,37 @@ def evaluate_rows(
         names = [f"results-{mode}.json"] + (["results.json"] if i == 0 else [])
         for name in names:
             write_json(join_uri(output, name), keypoints, storage, replace_symlink=replace_symlink)
+    return reports
+
+
+def read_eval_rows(rows_uri: str, storage: StorageSpec) -> pa.Table:
+    """The rows an evaluation wrote to ``rows_uri`` (``OUTPUT/rows``), in
+    ``EVAL_ROW_SCHEMA``'s columns."""
+    fs, path = filesystem_for(rows_uri, storage)
+    files = sorted(p for p in fs.find(path) if p.endswith(".parquet"))
+    tables = []
+    for file in files:
+        with fs.open(file, "rb") as fh:
+            tables.append(pq.read_table(fh, columns=_ROW_COLUMNS, schema=EVAL_ROW_SCHEMA))
+    return pa.concat_tables(tables) if tables else EVAL_ROW_SCHEMA.empty_table()
+
+
+def subset_reports(
+    table: pa.Table,
+    benchmark: Benchmark,
+    subsets: Mapping[str, Callable[[dict[str, Any]], bool]],
+    rank_by: str = "product",
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """``mode_report`` per filter mode and per part of the benchmark: ``{mode: {part:
+    report}}``, a part being the images whose entry its predicate accepts."""
+    reports: dict[str, dict[str, dict[str, Any]]] = {}
+    for mode in dict.fromkeys(table.column("filter_mode").to_pylist()):
+        rows = table.filter(pc.equal(table.column("filter_mode"), mode))
+        reports[mode] = {}
+        for name, keep in subsets.items():
+            part = benchmark.subset(keep, name)
+            gt = load_ground_truth(part.data, part.dataset, part.name)
+            reports[mode][name] = mode_report(part.rows_of(rows), part, gt, rank_by)[0]
     return reports
 
 

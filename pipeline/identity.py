@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from model.inference.weights import StageWeights
+from model.inference.weights import DETPOSENET, StageWeights
 from pipeline.errors import JobSetupError
 from pipeline.external_boxes import ExternalBoxes
 from pipeline.sink import write_text
@@ -25,6 +25,8 @@ from schemas.spec import JobSpec, StorageSpec
 # Decode settings that decide which images become error rows or how large they are decoded;
 # retries and backoff only change how hard a read is tried.
 _RESULT_DECODE_FIELDS = ("max_pixels", "max_bytes", "max_side")
+# Added later: in the fingerprint only when they change what earlier versions did.
+_EXPOSURE_FIELDS = ("exposure", "dark_luma")
 
 
 class SettingsChangedError(JobSetupError):
@@ -44,7 +46,19 @@ def job_fingerprint(
     """
     decode = spec.decode.model_dump(mode="json")
     filter_settings = spec.filter.model_dump(mode="json")
-    optional = {"stage1_boxes": boxes.fingerprint()} if boxes is not None else {}
+    optional: dict[str, Any] = {"stage1_boxes": boxes.fingerprint()} if boxes is not None else {}
+    if spec.stage1.model != DETPOSENET:
+        views = spec.stage1.resolved_views(model_input_size=0)
+        if len(views) > 1 or views[0].grid > 1:  # one whole-image pass is stage1_input_size
+            optional["stage1_views"] = [view.model_dump(mode="json") for view in views]
+    if spec.decode.exposure != "off":
+        optional["decode_exposure"] = {name: decode[name] for name in _EXPOSURE_FIELDS}
+    if spec.refiner.model != DETPOSENET:
+        optional["refiner_crops"] = {
+            "crop_padding": spec.refiner.crop_padding,
+            "second_crop_padding": spec.refiner.second_crop_padding,
+            "guide": spec.refiner.guide,
+        }
     return {
         "weights": {kind: w.sha256 or w.source for kind, w in sorted(weights.items())},
         "models": {"stage1": spec.stage1.model, "refiner": spec.refiner.model},

@@ -13,6 +13,8 @@ from schemas.output import (
     ANNOTATION_SCHEMA,
     COUNT_FIELDS,
     EVAL_ROW_SCHEMA,
+    EXPOSURE_FIELDS,
+    EXPOSURE_TYPE,
     FILTER_COUNT_FIELDS,
     ORIGIN_DETECTED,
     ORIGIN_RECOVERED,
@@ -22,6 +24,9 @@ from schemas.output import (
 
 # Per-kind storage retries of each row's fetch, carried from decode to the output row.
 RETRY_COLUMNS = tuple(f"storage_retries_{kind}" for kind in RETRY_KINDS)
+# What decode measured of each image's exposure and did about it (``exposure`` of a row).
+EXPOSURE_COLUMNS = tuple(f"exposure_{name}" for name in EXPOSURE_FIELDS)
+EXPOSURE_FLOATS = ("exposure_luma", "exposure_gain")
 
 
 def person_records(
@@ -70,6 +75,8 @@ def annotation_table(
     counts["recovered_duplicates_removed"] = (
         np.zeros(len(runs), np.int32) if removed is None else removed
     )
+    # Rows whose boxes were given (no stage 1) ran no stage-1 input.
+    counts["stage1_inputs"] = batch.get("count_stage1_inputs", np.zeros(len(runs), np.int32))
     table = pa.table(
         {
             "image_id": pa.array(batch["image_id"].astype(np.int64)),
@@ -94,6 +101,7 @@ def annotation_table(
                 [pa.array(batch[column].astype(np.int32), pa.int32()) for column in RETRY_COLUMNS],
                 names=list(RETRY_KINDS),
             ),
+            "exposure": _exposure(batch, ok),
         },
         schema=ANNOTATION_SCHEMA,
     )
@@ -101,3 +109,18 @@ def annotation_table(
         modes = pa.array([str(m) for m in batch["filter_mode"]], pa.string())
         table = table.append_column(EVAL_ROW_SCHEMA.field("filter_mode"), modes)
     return table
+
+
+def _exposure(batch: Batch, ok: np.ndarray) -> pa.StructArray:
+    """Each row's ``exposure`` struct; null for error rows (and batches that lack it, such
+    as rows made without decode)."""
+    if not all(column in batch for column in EXPOSURE_COLUMNS):
+        return pa.nulls(len(ok), EXPOSURE_TYPE)
+    return pa.StructArray.from_arrays(
+        [
+            pa.array(batch[column].astype(field.type.to_pandas_dtype()), field.type)
+            for column, field in zip(EXPOSURE_COLUMNS, EXPOSURE_TYPE, strict=True)
+        ],
+        fields=list(EXPOSURE_TYPE),
+        mask=pa.array(~ok),
+    )

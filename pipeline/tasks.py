@@ -15,12 +15,13 @@ import numpy as np
 
 from model.codecs.boxes import xywh_to_xyxy
 from model.codecs.coords import original_to_decoded
+from model.codecs.exposure import Exposure, correct_exposure, luma_of
 from model.filtering.filters import filter_proposals
 from model.keypoints import NUM_KEYPOINTS
 from model.types import CoarseProposals
 from pipeline.batches import Batch, ok_rows, ragged, require_columns, with_internal_errors
 from pipeline.fetch import DecodedImage, fetch_and_decode
-from pipeline.rows import RETRY_COLUMNS
+from pipeline.rows import EXPOSURE_COLUMNS, EXPOSURE_FLOATS, RETRY_COLUMNS
 from pipeline.storage import image_filesystem_for, image_id_for
 from schemas.filtering import FilterSpec
 from schemas.output import FILTER_COUNT_FIELDS, RETRY_KINDS, STATUS_ERROR, STATUS_OK
@@ -40,7 +41,7 @@ def decode_batch(batch: Batch, decode: DecodeSpec, storage: StorageSpec) -> Batc
     uris = [str(u) for u in batch["uri"]]
     rows: dict[str, list[Any]] = {
         k: [] for k in ("image_id", "uri", "status", "error_kind", "error_message", "width",
-                        "height", "scale", "image", *RETRY_COLUMNS)
+                        "height", "scale", "image", *RETRY_COLUMNS, *EXPOSURE_COLUMNS)
     }  # fmt: skip
     for uri in uris:
         retries: Counter[str] = Counter()
@@ -55,13 +56,17 @@ def decode_batch(batch: Batch, decode: DecodeSpec, storage: StorageSpec) -> Batc
         for column, retry_kind in zip(RETRY_COLUMNS, RETRY_KINDS, strict=True):
             rows[column].append(retries[retry_kind])
         if isinstance(result, DecodedImage):
+            rgb, exposure = exposed(result.rgb, decode)
             rows["status"].append(STATUS_OK)
             rows["error_kind"].append("")
             rows["error_message"].append("")
             rows["width"].append(result.width)
             rows["height"].append(result.height)
             rows["scale"].append(result.scale)
-            rows["image"].append(result.rgb)
+            rows["image"].append(rgb)
+            rows["exposure_luma"].append(exposure.mean_luma)
+            rows["exposure_corrected"].append(exposure.corrected)
+            rows["exposure_gain"].append(exposure.gain)
             continue
         if result is not None:
             kind, message = result.kind, result.message
@@ -72,12 +77,23 @@ def decode_batch(batch: Batch, decode: DecodeSpec, storage: StorageSpec) -> Batc
         rows["height"].append(-1)
         rows["scale"].append(0.0)
         rows["image"].append(_EMPTY_IMAGE)
+        rows["exposure_luma"].append(-1.0)  # no image: null in the output
+        rows["exposure_corrected"].append(False)
+        rows["exposure_gain"].append(1.0)
     out = {k: np.array(v) for k, v in rows.items() if k != "image"}
     out.update({column: np.array(rows[column], np.int32) for column in RETRY_COLUMNS})
+    out.update({column: np.array(rows[column], np.float32) for column in EXPOSURE_FLOATS})
     out["image"] = ragged(rows["image"])
     # Columns besides the URI (e.g. an evaluation's ground-truth boxes) ride along unchanged.
     out.update({k: v for k, v in batch.items() if k not in out})
     return out
+
+
+def exposed(rgb: np.ndarray, decode: DecodeSpec) -> tuple[np.ndarray, Exposure]:
+    """The image the networks see (``decode.exposure``), and what was measured and done."""
+    if decode.exposure == "off":
+        return rgb, Exposure(float(luma_of(rgb).mean()), False, 1.0)
+    return correct_exposure(rgb, decode.dark_luma)
 
 
 # -- stage 2: filtering (tasks) ----------------------------------------------------------------
@@ -109,7 +125,10 @@ def filter_batch(batch: Batch, spec: FilterSpec) -> Batch:
             if grouped:
                 # Stage 1's poses with boxes from stage1.boxes: a pool with their own scores.
                 pooled = batch["coarse_pose_scores"][i] if "coarse_pose_scores" in batch else None
-                props = CoarseProposals.grouped(boxes, scores, batch["coarse_poses"][i], pooled)
+                poses = (
+                    batch["coarse_poses"][i] if pooled is not None else batch["coarse_poses"][i][:k]
+                )
+                props = CoarseProposals.grouped(boxes, scores, poses, pooled)
             else:
                 props = CoarseProposals(boxes, scores, batch["peaks"][i], batch["limb_scores"][i])
             persons = filter_proposals(props, spec, (image.shape[1], image.shape[0]))

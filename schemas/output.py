@@ -32,7 +32,12 @@ class CountField(NamedTuple):
 # descriptions), and ``model.types.FilterCounts`` holds the filter's share. Every proposal ends
 # in exactly one of dropped_low_score, dropped_few_keypoints, dropped_duplicate and accepted.
 FILTER_COUNTERS: tuple[CountField, ...] = (
-    CountField("proposals", "Box proposals of stage 1 (top-K person centres, no NMS)."),
+    CountField(
+        "proposals",
+        "Box proposals of stage 1, no NMS: the top-K person centres (proposals_per_image); "
+        "for the zoo's MoveNet, its decoded instances pooled over every stage1 view, at "
+        "most proposals_per_image.",
+    ),
     CountField(
         # Not renamed to what it counts: the name is a column of the output schema.
         "dropped_low_score",
@@ -77,7 +82,16 @@ REFINER_COUNTERS: tuple[CountField, ...] = (
         "that is off. Rows written before schema version 3 read back as 0.",
     ),
 )
-COUNTERS: tuple[CountField, ...] = FILTER_COUNTERS + REFINER_COUNTERS
+STAGE1_COUNTERS: tuple[CountField, ...] = (
+    CountField(
+        "stage1_inputs",
+        "Network inputs stage 1 ran on for the image, its cost: one per whole-image view and "
+        "one per tile of each tiled view that ran (stage1.views); 1 for DetPoseNet; 0 with "
+        "boxes given instead. Rows written before schema version 4 read back as 0.",
+    ),
+)
+# Appended after the others: rows written before a counter existed read back with it null.
+COUNTERS: tuple[CountField, ...] = FILTER_COUNTERS + REFINER_COUNTERS + STAGE1_COUNTERS
 COUNT_FIELDS: tuple[str, ...] = tuple(c.name for c in COUNTERS)
 FILTER_COUNT_FIELDS: tuple[str, ...] = tuple(c.name for c in FILTER_COUNTERS)
 COUNT_DESCRIPTIONS: dict[str, str] = {c.name: c.description for c in COUNTERS}
@@ -95,7 +109,7 @@ PERSON_TYPE = pa.struct(
 
 # Counters added after schema version 2 are nullable: rows written before read back as null
 # (summed as 0) instead of failing to read.
-ADDED_COUNT_FIELDS: tuple[str, ...] = ("recovered_duplicates_removed",)
+ADDED_COUNT_FIELDS: tuple[str, ...] = ("recovered_duplicates_removed", "stage1_inputs")
 COUNTS_TYPE = pa.struct(
     [pa.field(name, pa.int32(), nullable=name in ADDED_COUNT_FIELDS) for name in COUNT_FIELDS]
 )
@@ -111,6 +125,19 @@ STORAGE_RETRIES_TYPE = pa.struct(
     [pa.field(kind, pa.int32(), nullable=False) for kind in RETRY_KINDS]
 )
 
+# What decode measured of an image's exposure and did about it (decode.exposure): its mean
+# Rec. 601 luma in [0, 1], whether it was corrected as a dark image (denoised, and brightened
+# when almost black), and the brightness gain applied (1: none). Null for error rows and in
+# rows written before schema version 4.
+EXPOSURE_TYPE = pa.struct(
+    [
+        pa.field("luma", pa.float32(), nullable=False),
+        pa.field("corrected", pa.bool_(), nullable=False),
+        pa.field("gain", pa.float32(), nullable=False),
+    ]
+)
+EXPOSURE_FIELDS: tuple[str, ...] = tuple(field.name for field in EXPOSURE_TYPE)
+
 ANNOTATION_SCHEMA = pa.schema(
     [
         pa.field("image_id", pa.int64(), nullable=False),
@@ -123,10 +150,12 @@ ANNOTATION_SCHEMA = pa.schema(
         pa.field("persons", pa.list_(PERSON_TYPE), nullable=False),
         pa.field("counts", COUNTS_TYPE, nullable=False),
         pa.field("storage_retries", STORAGE_RETRIES_TYPE, nullable=False),
+        pa.field("exposure", EXPOSURE_TYPE),
     ],
     # 2: storage_retries added (version 1 files read back with it null).
     # 3: counts.recovered_duplicates_removed added (older files read back with it null).
-    metadata={b"detpose.schema_version": b"3"},
+    # 4: exposure and counts.stage1_inputs added (older files read back with them null).
+    metadata={b"detpose.schema_version": b"4"},
 )
 
 
@@ -226,6 +255,7 @@ class JobStats(BaseModel):
     recovered_duplicates_removed: int = Field(
         0, ge=0, description=COUNT_DESCRIPTIONS["recovered_duplicates_removed"]
     )
+    stage1_inputs: int = Field(0, ge=0, description=COUNT_DESCRIPTIONS["stage1_inputs"])
     refinement_runs_per_person: float = Field(
         ..., ge=0.0, description="refinement_runs / persons (0 without persons)."
     )

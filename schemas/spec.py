@@ -142,6 +142,18 @@ class DecodeSpec(BaseModel):
         description="Decoded images are shrunk so their longer side is at most this; "
         "refinement crops are cut from this copy, results are mapped back to the original.",
     )
+    exposure: Literal["auto", "off"] = Field(
+        "auto",
+        description="'auto': an image whose mean luma is below dark_luma is denoised, and "
+        "brightened when almost black, before both networks see it (each row records its "
+        "luma and what was done); 'off': images as decoded.",
+    )
+    dark_luma: float = Field(
+        0.2,
+        gt=0.0,
+        le=1.0,
+        description="Mean Rec. 601 luma (0 black, 1 white) under which an image is dark.",
+    )
     retries: int = Field(3, ge=0, le=20, description="Retries on transient storage errors.")
     retry_backoff_s: float = Field(
         0.5, ge=0.0, le=60.0, description="First backoff; doubles each retry."
@@ -227,6 +239,58 @@ DEFAULT_REFINER_MODEL: RefinerModel = "movenet-thunder"
 ZOO_INPUT_MULTIPLE = 32
 
 
+class Stage1View(BaseModel):
+    """One pass of a zoo stage 1 over an image: the whole image (``grid`` 1) or a grid of
+    overlapping tiles, each letterboxed to ``input_size``."""
+
+    model_config = _FROZEN
+
+    input_size: int = Field(
+        ...,
+        ge=ZOO_INPUT_MULTIPLE,
+        le=2048,
+        description="Side of the square letterboxed network input, a multiple of 32.",
+    )
+    grid: int = Field(
+        1,
+        ge=1,
+        le=6,
+        description="Tiles per side: 1 is the whole image, 2 a 2x2 grid of overlapping tiles "
+        "(each the image's aspect ratio). A tiled pass is skipped on an image whose tiles "
+        "would be smaller than input_size (it would only upsample).",
+    )
+    overlap: float = Field(
+        0.25,
+        ge=0.0,
+        le=0.5,
+        description="Fraction of a tile's width (height) it shares with its neighbour, so a "
+        "person cut by one tile's edge is whole in the next.",
+    )
+    tile_below_height: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="A tiled pass runs on an image only when the whole-image passes found "
+        "nobody (scoring at least 0.1), or somebody shorter than this fraction of the image's "
+        "height: small people are what tiles find. 1 tiles every image.",
+    )
+
+    @field_validator("input_size")
+    @classmethod
+    def _multiple_of_32(cls, value: int) -> int:
+        if value % ZOO_INPUT_MULTIPLE:
+            raise ValueError(f"got {value}; expected a multiple of {ZOO_INPUT_MULTIPLE}")
+        return value
+
+
+# Stage 1's passes when a spec names neither stage1.views nor stage1.input_size; chosen by
+# measured keypoint AP per unit of cost on the real crowd set (README, "Crowds").
+DEFAULT_STAGE1_VIEWS: tuple[Stage1View, ...] = (
+    Stage1View(input_size=384),
+    Stage1View(input_size=256, grid=2, overlap=0.25, tile_below_height=0.35),
+)
+
+
 class Stage1Spec(StageSpec):
     """Stage 1: which network proposes boxes and coarse poses, and its actor pool."""
 
@@ -240,8 +304,17 @@ class Stage1Spec(StageSpec):
         None,
         ge=ZOO_INPUT_MULTIPLE,
         le=2048,
-        description="Side of the square letterboxed input of a zoo model, a multiple of 32; "
-        "larger finds smaller people at more cost. Default: the model's own (256).",
+        description="Side of the square letterboxed input of a zoo model, a multiple of 32, "
+        "for a single whole-image pass (stage1.views gives several). Default: stage1.views.",
+    )
+    views: tuple[Stage1View, ...] | None = Field(
+        None,
+        min_length=1,
+        max_length=8,
+        description="The passes of a zoo stage 1 over each image: whole-image scales and "
+        "grids of tiles. Their proposals are mapped back to image pixels and pooled per image "
+        "before filtering, which removes the cross-scale and cross-tile duplicates. Default: "
+        "one pass at input_size when that is given, else DEFAULT_STAGE1_VIEWS.",
     )
 
     boxes: str | None = Field(
@@ -274,6 +347,33 @@ class Stage1Spec(StageSpec):
         return None if value is None else check_uri(value)
 
     @model_validator(mode="after")
+    def _one_way_to_size_the_input(self) -> Stage1Spec:
+        if self.views is not None and self.input_size is not None:
+            raise ValueError(
+                f"stage1.input_size ({self.input_size}) and stage1.views both size stage 1's "
+                "input; give one of them (a view has its own input_size)"
+            )
+        if self.views is not None and self.model == "detposenet":
+            raise ValueError(
+                "stage1.views needs a zoo stage 1 (movenet-multipose); DetPoseNet's "
+                "CoarsePoseNet runs one pass at its own input size"
+            )
+        return self
+
+    def resolved_views(self, model_input_size: int) -> tuple[Stage1View, ...]:
+        """The passes stage 1 makes: ``views``, else one at ``input_size``, else the default.
+
+        ``model_input_size``: the network's own input side, used by DetPoseNet (one pass).
+        """
+        if self.views is not None:
+            return self.views
+        if self.input_size is not None:
+            return (Stage1View(input_size=self.input_size),)
+        if self.model == "detposenet":
+            return (Stage1View(input_size=model_input_size),)
+        return DEFAULT_STAGE1_VIEWS
+
+    @model_validator(mode="after")
     def _box_images_need_boxes(self) -> Stage1Spec:
         if self.box_images is not None and self.boxes is None:
             raise ValueError(
@@ -281,6 +381,9 @@ class Stage1Spec(StageSpec):
                 "which is not set; give stage1.boxes or drop stage1.box_images"
             )
         return self
+
+
+RefinerGuide = Literal["pose", "box", "off"]
 
 
 class RefinerSpec(StageSpec):
@@ -292,6 +395,39 @@ class RefinerSpec(StageSpec):
         "the zoo's top-down MoveNet; 'detposenet': DetPoseNet's refiner from `checkpoint` "
         "(default: the bundled demo weights).",
     )
+    crop_padding: float = Field(
+        1.0,
+        ge=1.0,
+        le=2.0,
+        description="A zoo refiner's square crop covers the person's box grown to a square, "
+        "times this: more context, but more of the neighbours in a crowd (DetPoseNet's "
+        "refiner keeps its checkpoint's own crop).",
+    )
+    second_crop_padding: float | None = Field(
+        None,
+        ge=1.0,
+        le=2.0,
+        description="A zoo refiner also refines a crop grown by this, and averages the two "
+        "passes' keypoints, each weighted by its score (twice the refiner's work); None: "
+        "one crop.",
+    )
+    guide: RefinerGuide = Field(
+        "pose",
+        description="Which person of a crowded crop a zoo refiner decodes. 'pose': the one the "
+        "person's coarse pose names (each keypoint is sought where the coarse pose has it, "
+        "inside the box); 'box': the salient person near the middle, keypoints inside the "
+        "box; 'off': MoveNet's own rule, the salient person near the middle.",
+    )
+
+    @model_validator(mode="after")
+    def _crop_settings_need_a_zoo_refiner(self) -> RefinerSpec:
+        zoo_only = sorted({"crop_padding", "second_crop_padding", "guide"} & self.model_fields_set)
+        if self.model == "detposenet" and zoo_only:
+            raise ValueError(
+                f"refiner.{', refiner.'.join(zoo_only)} set a zoo refiner's crops; DetPoseNet's "
+                "refiner cuts the crops its checkpoint was trained on"
+            )
+        return self
 
 
 class JobSpec(BaseModel):

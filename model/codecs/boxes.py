@@ -73,3 +73,10 @@ def xywh_to_xyxy(boxes_xywh: np.ndarray) -> np.ndarray:
     """COCO ``[..., 4]`` (x, y, w, h) → (x1, y1, x2, y2), same units."""
     boxes_xywh = np.asarray(boxes_xywh, dtype=np.float64)
     return np.concatenate([boxes_xywh[..., :2], boxes_xywh[..., :2] + boxes_xywh[..., 2:]], -1)
+
+
+def grow_boxes(boxes_xyxy: np.ndarray, margin: float) -> np.ndarray:
+    """``[N, 4]`` boxes grown by ``margin`` of their width (height) on every side."""
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    size = np.concatenate([boxes[:, 2:] - boxes[:, :2]] * 2, axis=1)
+    return boxes + margin * size * np.array([-1.0, -1.0, 1.0, 1.0])

@@ -266,3 +266,35 @@ def crop_heatmap_to_image(
         return np.zeros_like(coords_hm)
     hm_to_img = invert_affine(scale_affine(affine_img_to_crop, 1.0 / stride))
     return apply_affine(hm_to_img, coords_hm)
+
+
+def tile_windows(image_wh: tuple[int, int], grid: int, overlap: float) -> np.ndarray:
+    """Overlapping tiles covering an image: ``grid`` × ``grid`` windows of its aspect ratio.
+
+    A tile spans ``1 / (grid - (grid - 1) * overlap)`` of the image's width (height), and
+    neighbours share ``overlap`` of it; origins are whole pixels, so a tile's pixel ``j`` is
+    the image's pixel ``origin + j`` (no resampling between the two spaces).
+
+    Args:
+        image_wh: image ``(width, height)`` in pixels.
+        grid: tiles per side (1: the whole image).
+        overlap: fraction of a tile shared with its neighbour, in ``[0, 1)``.
+
+    Returns:
+        ``[grid * grid, 4]`` int64 windows ``(x0, y0, x1, y1)``, ``x1``/``y1`` exclusive,
+        row by row.
+    """
+    if grid < 1 or not 0.0 <= overlap < 1.0:
+        raise ValueError(
+            f"got grid={grid}, overlap={overlap}; expected grid >= 1, 0 <= overlap < 1"
+        )
+
+    def spans(length: int) -> list[tuple[int, int]]:
+        tile = min(length, max(1, round(length / (grid - (grid - 1) * overlap))))
+        starts = np.round(np.linspace(0, length - tile, grid)).astype(np.int64)
+        return [(int(s), int(s) + tile) for s in starts]
+
+    width, height = image_wh
+    return np.array(
+        [(x0, y0, x1, y1) for y0, y1 in spans(height) for x0, x1 in spans(width)], np.int64
+    ).reshape(-1, 4)

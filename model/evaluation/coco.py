@@ -92,11 +92,32 @@ def _summarise(evaluator: COCOeval, names: Sequence[str]) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class Scores:
-    """pycocotools' summary of one evaluation; ``by_crowd`` for CrowdPose's levels."""
+    """pycocotools' summary of one evaluation; ``by_crowd`` for CrowdPose's levels;
+    ``found``: ground-truth persons matched by a prediction at OKS 0.5 (``FOUND_AT_OKS``)."""
 
     keypoints: dict[str, float]
     boxes: dict[str, float]
     by_crowd: dict[str, dict[str, float]]
+    found: int = 0
+
+
+# A labelled person counts as found when COCOeval matches a prediction to it at this OKS.
+FOUND_AT_OKS = 0.5
+
+
+def _found_ground_truth(evaluator: COCOeval) -> int:
+    """Persons COCOeval scores against (not ignored) that it matched at ``FOUND_AT_OKS``,
+    over all areas and with its largest ``maxDets``: pycocotools' own matching."""
+    threshold = int(np.argmin(np.abs(evaluator.params.iouThrs - FOUND_AT_OKS)))
+    all_areas, max_dets = evaluator.params.areaRng[0], evaluator.params.maxDets[-1]
+    found = 0
+    for item in evaluator.evalImgs:
+        if item is None or item["aRng"] != all_areas or item["maxDet"] != max_dets:
+            continue
+        matched = np.asarray(item["gtMatches"])[threshold] > 0
+        ignored = np.asarray(item["gtIgnore"]).astype(bool)
+        found += int((matched & ~ignored).sum())
+    return found
 
 
 def _keypoint_results(results: Iterable[Mapping[str, Any]], dataset: Dataset) -> list[dict]:
@@ -121,9 +142,19 @@ def evaluate_keypoints(
     Returns pycocotools' ten summary numbers by name (``AP``, ``AP50``, …, ``ARl``); all
     ``-1`` when nothing could be scored (pycocotools' convention).
     """
+    return _evaluate_keypoints(gt, results, dataset, image_ids)[0]
+
+
+def _evaluate_keypoints(
+    gt: COCO,
+    results: Sequence[Mapping[str, Any]],
+    dataset: Dataset,
+    image_ids: Sequence[int] | None = None,
+) -> tuple[dict[str, float], int]:
+    """:func:`evaluate_keypoints`, and the persons found (``_found_ground_truth``)."""
     converted = _keypoint_results(results, dataset)
     if not converted:
-        return dict.fromkeys(KEYPOINT_STAT_NAMES, -1.0)
+        return dict.fromkeys(KEYPOINT_STAT_NAMES, -1.0), 0
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes(converted)
     evaluator = COCOeval(gt, dt, "keypoints")
@@ -131,7 +162,7 @@ def evaluate_keypoints(
         evaluator.params.kpt_oks_sigmas = CROWDPOSE_SIGMAS
     if image_ids is not None:
         evaluator.params.imgIds = list(image_ids)
-    return _summarise(evaluator, KEYPOINT_STAT_NAMES)
+    return _summarise(evaluator, KEYPOINT_STAT_NAMES), _found_ground_truth(evaluator)
 
 
 def evaluate_boxes(
@@ -171,10 +202,12 @@ def score(
         for level, ids in crowd_level_image_ids(gt).items():
             if ids:
                 by_crowd[level] = evaluate_keypoints(gt, keypoint_results, dataset, ids)
+    keypoints, found = _evaluate_keypoints(gt, keypoint_results, dataset)
     return Scores(
-        keypoints=evaluate_keypoints(gt, keypoint_results, dataset),
+        keypoints=keypoints,
         boxes=evaluate_boxes(gt, box_results),
         by_crowd=by_crowd,
+        found=found,
     )
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from model.codecs.boxes import box_areas, box_iou, clip_boxes, kpt2box
 from model.filtering.grouping import MIN_POSE_KEYPOINTS, assign_poses_to_boxes, group_poses
-from model.keypoints import NUM_KEYPOINTS, oks_matrix
+from model.keypoints import NUM_KEYPOINTS, oks_matrix, pose_oks
 from model.types import CoarseProposals, FilterCounts, FilteredPersons
 from schemas.filtering import FilterSpec
 
@@ -129,11 +129,10 @@ def _algorithm1(
     """
     n_kpt = (poses[..., 2] > 0).sum(axis=1)
     valid_pose = n_kpt > spec.min_keypoints
-    # Each pose is the OKS reference against the others, scaled by the area of its keypoints'
-    # extent (close to COCO's segment area, which is smaller than the box's).
-    pose_oks = oks_matrix(poses, box_areas(kpt2box(poses, margin=0.0)), poses)
+    # Symmetric OKS over the keypoints both poses found: a fragment of an accepted person
+    # (a cross-tile or cross-scale partial pose) repeats it, whichever of the two came first.
     # duplicate_of[a, p]: pose p repeats pose a (a pose repeats itself when it has keypoints).
-    duplicate_of = pose_oks > spec.duplicate_oks
+    duplicate_of = pose_oks(poses, poses) > spec.duplicate_oks
     explained = np.zeros(len(poses), dtype=bool)  # repeats an accepted or recovered person's pose
 
     def take(pose: int) -> None:

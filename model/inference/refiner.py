@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
 
-from model.codecs.coords import crop_heatmap_to_image, normalised_yx_to_pixels
+from model.codecs.boxes import grow_boxes
+from model.codecs.coords import apply_affine, crop_heatmap_to_image, normalised_yx_to_pixels
 from model.codecs.heatmaps import decode_heatmaps, flip_heatmaps_back
 from model.codecs.image import cut_crops, make_refiner_crops
 from model.inference.devices import autocast, resolve_precision
@@ -16,10 +17,15 @@ from model.inference.weights import LoadedModel
 from model.keypoints import FLIP_PAIRS, NUM_KEYPOINTS, flip_permutation
 from model.zoo.decode import decode_single_pose
 from model.zoo.weights import ZooModel
+from schemas.spec import RefinerGuide
 
 FLIP_PERMUTATION = flip_permutation(NUM_KEYPOINTS, FLIP_PAIRS)
-# A zoo crop covers the person box grown by this (MoveNet sees the whole person with margin).
-ZOO_CROP_PADDING = 1.25
+# A zoo crop covers the person box grown to a square times this (README, "Crowds": 1.0
+# measured best with stage 1's and with ground-truth boxes; MoveNet's own rule is 1.25).
+ZOO_CROP_PADDING = 1.0
+REFINER_GUIDES: tuple[str, ...] = get_args(RefinerGuide)
+# With a guide, keypoints are sought inside the person's box grown by this on every side.
+GUIDE_BOX_MARGIN = 0.1
 # Keypoints scoring below this do not count towards a pose's score (top-down practice).
 POSE_SCORE_KEYPOINT_FLOOR = 0.2
 
@@ -51,27 +57,54 @@ class PoseRefinerModel:
         flip_test: bool,
         max_crops: int = 64,
         precision: str = "auto",
+        crop_padding: float = ZOO_CROP_PADDING,
+        guide: str = "pose",
+        second_crop_padding: float | None = None,
     ) -> None:
         self.loaded = loaded
         self.device = device
         self.precision = resolve_precision(device, precision)
         self.flip_test = flip_test
         self.max_crops = max_crops
+        # A zoo refiner's passes: one crop per padding (a second one is test-time averaging).
+        self.crop_paddings = (crop_padding,) + (
+            () if second_crop_padding is None else (second_crop_padding,)
+        )
+        if guide not in REFINER_GUIDES:
+            raise ValueError(f"got guide={guide!r}; expected one of {', '.join(REFINER_GUIDES)}")
+        self.guide = guide
 
     @torch.inference_mode()
     def __call__(
-        self, images_rgb: list[np.ndarray], boxes_xyxy: list[np.ndarray]
+        self,
+        images_rgb: list[np.ndarray],
+        boxes_xyxy: list[np.ndarray],
+        coarse_kpts_xys: list[np.ndarray] | None = None,
     ) -> list[RefinedPoses]:
-        """Refine ``boxes_xyxy[i]`` (``[N_i, 4]``) of each image; one result per image."""
+        """Refine ``boxes_xyxy[i]`` (``[N_i, 4]``) of each image; one result per image.
+
+        ``coarse_kpts_xys[i]``: ``[N_i, 17, 3]`` each person's coarse pose (image pixels,
+        score 0 where not found), which says which person of a crowded crop is meant.
+        """
         counts = [len(b) for b in boxes_xyxy]
         total = sum(counts)
         kpts = np.zeros((total, NUM_KEYPOINTS, 3), dtype=np.float32)
         if total:
             image_index = np.repeat(np.arange(len(images_rgb)), counts)
             all_boxes = np.concatenate([b for b in boxes_xyxy if len(b)]).astype(np.float64)
+            guides = np.zeros((total, NUM_KEYPOINTS, 3), np.float64)
+            if coarse_kpts_xys is not None:
+                guides = np.concatenate(
+                    [
+                        np.asarray(c, np.float64).reshape(-1, NUM_KEYPOINTS, 3)
+                        for c in coarse_kpts_xys
+                    ]
+                )
             for start in range(0, total, self.max_crops):
                 chunk = slice(start, min(start + self.max_crops, total))
-                kpts[chunk] = self._refine(images_rgb, image_index[chunk], all_boxes[chunk])
+                kpts[chunk] = self._refine(
+                    images_rgb, image_index[chunk], all_boxes[chunk], guides[chunk]
+                )
         scores = pose_scores(kpts[:, :, 2]).astype(np.float32)
         bounds = np.cumsum([0, *counts])
         return [
@@ -80,10 +113,14 @@ class PoseRefinerModel:
         ]
 
     def _refine(
-        self, images_rgb: list[np.ndarray], image_index: np.ndarray, boxes: np.ndarray
+        self,
+        images_rgb: list[np.ndarray],
+        image_index: np.ndarray,
+        boxes: np.ndarray,
+        guides: np.ndarray,
     ) -> np.ndarray:
         if isinstance(self.loaded.config, ZooModel):
-            return self._refine_zoo(images_rgb, image_index, boxes)
+            return self._refine_zoo(images_rgb, image_index, boxes, guides)
         cfg = self.loaded.config
         crops, affines = make_refiner_crops(images_rgb, image_index, boxes, cfg, self.device)
         with autocast(self.device, self.precision):
@@ -101,31 +138,91 @@ class PoseRefinerModel:
         return out
 
     def _refine_zoo(
-        self, images_rgb: list[np.ndarray], image_index: np.ndarray, boxes: np.ndarray
+        self,
+        images_rgb: list[np.ndarray],
+        image_index: np.ndarray,
+        boxes: np.ndarray,
+        guides: np.ndarray,
     ) -> np.ndarray:
-        """A zoo single-pose network (MoveNet) on square crops: keypoints decoded from its
-        heads, the flip test averaging the mirrored pass's unmirrored keypoints."""
+        """A zoo single-pose network (MoveNet) on square crops, one pass per crop padding;
+        the passes' keypoints averaged, each coordinate weighted by its score."""
+        passes = np.stack(
+            [
+                self._zoo_pass(images_rgb, image_index, boxes, guides, padding)
+                for padding in self.crop_paddings
+            ]
+        )  # [P, N, 17, 3]
+        weights = passes[..., 2:] / np.maximum(passes[..., 2:].sum(axis=0), 1e-6)
+        out = np.zeros(passes.shape[1:], np.float32)
+        out[..., :2] = np.where(
+            passes[..., 2:].sum(axis=0) > 0,
+            (weights * passes[..., :2]).sum(axis=0),
+            passes[..., :2].mean(axis=0),
+        )
+        out[..., 2] = passes[..., 2].mean(axis=0)
+        return out
+
+    def _zoo_pass(
+        self,
+        images_rgb: list[np.ndarray],
+        image_index: np.ndarray,
+        boxes: np.ndarray,
+        guides: np.ndarray,
+        padding: float,
+    ) -> np.ndarray:
+        """Keypoints ``[N, 17, 3]`` (image pixels, score) from crops of the boxes grown by
+        ``padding``: decoded from MoveNet's heads, guided by each person's coarse pose, the
+        flip test averaging the mirrored pass's unmirrored keypoints."""
         zoo: ZooModel = self.loaded.config
         size = zoo.network.input_size
         crops, affines = cut_crops(
-            images_rgb, image_index, boxes, (size, size), ZOO_CROP_PADDING, self.device
+            images_rgb, image_index, boxes, (size, size), padding, self.device
         )
-        kpts = self._zoo_keypoints(crops)
+        guide_xy = apply_affine(affines, guides[..., :2])  # crop pixels
+        guide_found = (guides[..., 2] > 0) & (self.guide == "pose")
+        box_xy = None
+        if self.guide != "off":
+            box_xy = apply_affine(affines, grow_boxes(boxes, GUIDE_BOX_MARGIN).reshape(-1, 2, 2))
+            box_xy = box_xy.reshape(-1, 4)
+        kpts = self._zoo_keypoints(crops, guide_xy, guide_found, box_xy)
         if self.flip_test:
-            mirrored = self._zoo_keypoints(torch.flip(crops, dims=[3]))[:, FLIP_PERMUTATION]
+            mirrored_guide = guide_xy[:, FLIP_PERMUTATION].copy()
+            mirrored_guide[..., 0] = size - 1 - mirrored_guide[..., 0]
+            mirrored_box = None
+            if box_xy is not None:
+                mirrored_box = box_xy.copy()
+                mirrored_box[:, [0, 2]] = size - 1 - box_xy[:, [2, 0]]
+            mirrored = self._zoo_keypoints(
+                torch.flip(crops, dims=[3]),
+                mirrored_guide,
+                guide_found[:, FLIP_PERMUTATION],
+                mirrored_box,
+            )[:, FLIP_PERMUTATION]
             mirrored[..., 0] = size - 1 - mirrored[..., 0]
             kpts = (kpts + mirrored) / 2.0
-        out = np.zeros((len(boxes), NUM_KEYPOINTS, 3), dtype=np.float32)
+        out = np.zeros((len(boxes), NUM_KEYPOINTS, 3), dtype=np.float64)
         out[:, :, :2] = crop_heatmap_to_image(kpts[..., :2], affines, 1.0)
         out[:, :, 2] = np.clip(kpts[..., 2], 0.0, 1.0)
         return out
 
-    def _zoo_keypoints(self, crops: torch.Tensor) -> np.ndarray:
-        """``[N, 17, 3]`` (x, y) in crop pixels and score, from float ``0..255`` crops."""
+    def _zoo_keypoints(
+        self,
+        crops: torch.Tensor,
+        guide_xy: np.ndarray,
+        guide_found: np.ndarray,
+        box_xy: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """``[N, 17, 3]`` (x, y) in crop pixels and score, from float ``0..255`` crops and
+        each crop's guide: ``[N, 17, 2]`` keypoints in crop pixels, ``[N, 17]`` found."""
         zoo: ZooModel = self.loaded.config
         heads = zoo.network.outputs
         with autocast(self.device, self.precision):
             out = self.loaded.net(crops)
+        size = zoo.network.input_size
+        cell_to_normalised = zoo.decode["cell_to_normalised"]
+        # Crop pixels -> cells: the inverse of cells -> normalised -> pixels below.
+        factors = cell_to_normalised.reshape(2).double().cpu().numpy()[::-1] * size  # (x, y)
+        guide_cells_xy = (guide_xy + 0.5) / factors
         decoded = (
             decode_single_pose(
                 out[heads["centre"]].float(),
@@ -134,7 +231,18 @@ class PoseRefinerModel:
                 out[heads["offsets"]].float(),
                 zoo.decode["centre_weight"].to(self.device)[..., 0],
                 float(zoo.decode["distance_bias"]),
-                zoo.decode["cell_to_normalised"],
+                cell_to_normalised,
+                torch.as_tensor(
+                    guide_cells_xy[..., ::-1].copy(), dtype=torch.float32, device=self.device
+                ),
+                torch.as_tensor(guide_found, device=self.device),
+                None
+                if box_xy is None
+                else torch.as_tensor(
+                    ((box_xy.reshape(-1, 2, 2) + 0.5) / factors)[..., ::-1].reshape(-1, 4).copy(),
+                    dtype=torch.float32,
+                    device=self.device,
+                ),
             )
             .cpu()
             .numpy()

@@ -78,12 +78,21 @@ def decode_single_pose(
     centre_weight: torch.Tensor,
     distance_bias: float,
     cell_to_normalised: torch.Tensor,
+    guide_yx: torch.Tensor | None = None,
+    guide_found: torch.Tensor | None = None,
+    box_yx: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """MoveNet SinglePose decoding for a batch of person crops.
 
     The person is the centre-heatmap peak after weighting by ``centre_weight`` (MoveNet's
     fixed preference for the middle of the crop); its keypoints are regressed from there and
     snapped to nearby heatmap peaks (:func:`keypoints_near`).
+
+    With a guide (the person's coarse pose from stage 1, in cells), the crop's person is the
+    one that pose names, not the most salient body near the middle: the centre peak is
+    weighted the same way around the middle of the guide's found keypoints, and each found
+    guide keypoint, not the regressed one, is where that keypoint's peak is looked for.
+    Crops whose guide found no keypoint decode as without a guide.
 
     Args:
         centre_logits: ``[B, 1, H, W]``.
@@ -94,12 +103,35 @@ def decode_single_pose(
         distance_bias: see :func:`keypoints_near`.
         cell_to_normalised: ``[2]`` (y, x) factors from cells to normalised coordinates
             (the graph's own float16 constants, about ``1 / H`` and ``1 / W``).
+        guide_yx: ``[B, 17, 2]`` guide keypoints ``(y, x)`` in cells, or ``None``.
+        guide_found: ``[B, 17]`` bool, the guide keypoints to use.
 
     Returns:
         ``[B, 17, 3]``: ``(y, x)`` normalised to the input, and the keypoint score.
     """
     batch, _, height, width = centre_logits.shape
-    weighted = torch.sigmoid(centre_logits[:, 0]) * centre_weight
+    weight = centre_weight.expand(batch, height, width)
+    guided = None
+    if guide_yx is not None and guide_found is not None:
+        found = guide_found.to(torch.float32)
+        guided = found.sum(dim=1) > 0  # [B]
+        middle = (guide_yx * found[..., None]).sum(dim=1) / found.sum(dim=1).clamp(min=1)[:, None]
+        ys, xs = _grid(height, width, centre_logits.device)
+        distance = torch.sqrt(
+            (ys - middle[:, 0, None, None]) ** 2 + (xs - middle[:, 1, None, None]) ** 2
+        )
+        weight = torch.where(guided[:, None, None], 1.0 / (distance + distance_bias), weight)
+    weighted = torch.sigmoid(centre_logits[:, 0]) * weight
+    inside = None
+    if box_yx is not None:
+        ys, xs = _grid(height, width, centre_logits.device)
+        inside = (
+            (ys >= box_yx[:, 0, None, None])
+            & (ys <= box_yx[:, 2, None, None])
+            & (xs >= box_yx[:, 1, None, None])
+            & (xs <= box_yx[:, 3, None, None])
+        )  # [B, H, W]
+        weighted = torch.where(inside, weighted, weighted * 1e-3)
     centre = weighted.flatten(1).argmax(dim=1, keepdim=True)  # [B, 1]
     centre_y = torch.div(centre, width, rounding_mode="floor")
     centre_x = centre - centre_y * width
@@ -107,7 +139,13 @@ def decode_single_pose(
     regressed = torch.stack(
         [centre_y[..., None].float() + reg[..., 0], centre_x[..., None].float() + reg[..., 1]], -1
     )
-    picked = keypoints_near(torch.sigmoid(heatmap_logits), offsets, regressed, distance_bias)[:, 0]
+    if guided is not None:
+        use_guide = (guide_found & guided[:, None])[:, None, :, None]
+        regressed = torch.where(use_guide, guide_yx[:, None].to(regressed.dtype), regressed)
+    allowed = None if inside is None else inside[:, None, None].expand(-1, 1, NUM_KEYPOINTS, -1, -1)
+    picked = keypoints_near(
+        torch.sigmoid(heatmap_logits), offsets, regressed, distance_bias, allowed
+    )[:, 0]
     scale = cell_to_normalised.reshape(2).to(picked.device, torch.float32)
     return torch.cat([picked[..., :2] * scale, picked[..., 2:]], dim=-1)
 

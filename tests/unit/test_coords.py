@@ -26,6 +26,7 @@ from model.codecs.coords import (
     pixels_to_grid,
     rescale_pixel_coords,
     scale_affine,
+    tile_windows,
 )
 from tests.helpers import REPO_ROOT
 
@@ -184,3 +185,23 @@ def test_worked_example_of_the_docs_from_heatmaps_to_original() -> None:
     np.testing.assert_allclose(
         decoded_to_original(decoded_kpt, 0.256), [[[1378.90625, 1089.84375]]], rtol=1e-15
     )
+
+
+def test_tile_windows_cover_the_image_with_the_asked_overlap() -> None:
+    windows = tile_windows((1000, 600), grid=2, overlap=0.25)
+    # A tile spans 1 / (2 - 0.25) of each side; the second starts where the first's last
+    # quarter begins.
+    np.testing.assert_array_equal(
+        windows, [[0, 0, 571, 343], [429, 0, 1000, 343], [0, 257, 571, 600], [429, 257, 1000, 600]]
+    )
+    shared = windows[0, 2] - windows[1, 0]
+    assert shared == pytest.approx(0.25 * 571, abs=1)
+
+
+def test_tile_windows_of_grid_one_is_the_whole_image_and_bad_grids_are_refused() -> None:
+    np.testing.assert_array_equal(tile_windows((640, 480), 1, 0.25), [[0, 0, 640, 480]])
+    assert tile_windows((640, 480), 3, 0.0)[:, 2].max() == 640
+    with pytest.raises(ValueError, match="grid"):
+        tile_windows((640, 480), 0, 0.25)
+    with pytest.raises(ValueError, match="overlap"):
+        tile_windows((640, 480), 2, 1.0)

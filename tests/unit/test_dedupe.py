@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from model.codecs.boxes import kpt2box
 from model.filtering.dedupe import dedupe_recovered
 from model.filtering.filters import filter_proposals
 from model.filtering.scenes import person, proposals_from_poses
@@ -106,23 +107,23 @@ class SameCropRefiner:
     def __init__(self, kpts: np.ndarray):
         self.kpts = kpts
 
-    def __call__(self, images, boxes_per_image):
+    def __call__(self, images, boxes_per_image, coarse_per_image=None):
         return [
             RefinedPoses(np.repeat(self.kpts[None], len(b), 0), np.full(len(b), 0.8, np.float32))
             for b in boxes_per_image
         ]
 
 
-@pytest.mark.parametrize(("dedupe_oks", "persons"), [(None, 2), (0.7, 1)])
-def test_split_person_refines_to_one_person_with_dedupe_on(dedupe_oks, persons):
-    kpts, props = split_person_proposals()
+def refined_row(kpts: np.ndarray, props, filter_settings: dict) -> dict:
+    """The output row of one image whose proposals are ``props``, filtered as
+    ``filter_settings`` say and refined by ``SameCropRefiner(kpts)``."""
     spec = JobSpec.parse(
         {
             "inputs": ["unused.jpg"],
             "output": "unused",
             "device": "cpu",
             "refiner": {"model": "detposenet"},
-            "filter": {"recovered_dedupe_oks": dedupe_oks},
+            "filter": filter_settings,
         }
     )
     image = np.zeros((IMAGE_WH[1], IMAGE_WH[0], 3), np.uint8)
@@ -149,9 +150,32 @@ def test_split_person_refines_to_one_person_with_dedupe_on(dedupe_oks, persons):
     refiner = RefineStage(spec, max_crops=4)
     refiner.model = SameCropRefiner(kpts.astype(np.float32))
     (row,) = refiner(filtered).to_pylist()
+    return row
+
+
+@pytest.mark.parametrize(("dedupe_oks", "persons"), [(None, 2), (0.7, 1)])
+def test_split_person_refines_to_one_person_with_dedupe_on(dedupe_oks, persons):
+    kpts, props = split_person_proposals()
+    row = refined_row(kpts, props, {"recovered_dedupe_oks": dedupe_oks})
     assert len(row["persons"]) == persons
     assert row["persons"][0]["origin"] == ORIGIN_DETECTED
     assert row["counts"]["recovered"] == 1
     assert row["counts"]["recovered_duplicates_removed"] == 2 - persons
     assert row["counts"]["refinement_runs"] == 2  # both were refined; one was then dropped
     assert set(FILTER_COUNT_FIELDS) <= set(row["counts"])
+
+
+def test_mode_none_refines_every_box_then_keeps_one_pose_per_body():
+    """The paper's top-down baseline: two boxes on one person are both refined, and OKS-NMS
+    on the refined poses keeps the better; the other counts as a duplicate, not accepted."""
+    kpts = pose(300.0)
+    box = kpt2box(kpts[None], 0.15)[0]
+    props = proposals_from_poses(
+        [kpts], np.stack([box, box + [4.0, -3.0, 2.0, 5.0]]), np.array([0.9, 0.8])
+    )
+    row = refined_row(kpts, props, {"mode": "none"})
+    counts = row["counts"]
+    assert len(row["persons"]) == 1 and row["persons"][0]["box_score"] == pytest.approx(0.9)
+    assert counts["refinement_runs"] == 2
+    assert (counts["accepted"], counts["dropped_duplicate"]) == (1, 1)
+    assert counts["proposals"] == counts["accepted"] + counts["dropped_duplicate"]

@@ -23,7 +23,7 @@ from model.evaluation.coco import (
     score,
     to_crowdpose_keypoints,
 )
-from model.evaluation.results import rows_to_results
+from model.evaluation.results import collapsed_pairs, rows_to_results
 from tests.helpers import REPO_ROOT
 
 DATA = REPO_ROOT / "tests" / "data"
@@ -137,3 +137,29 @@ def test_rows_become_results_with_box_times_pose_score():
         "keypoints": [float(v) for v in range(51)],
     }
     assert boxes[1]["bbox"] == [1.0, 2.0, 3.0, 4.0]
+    by_box, _ = rows_to_results(rows, {"a.jpg": 7}, rank_by="box")
+    by_pose, _ = rows_to_results(rows, {"a.jpg": 7}, rank_by="pose")
+    assert (by_box[0]["score"], by_pose[0]["score"]) == (0.5, 0.8)
+
+
+def test_found_persons_are_the_ones_pycocotools_matches_at_oks_half():
+    gt = ground_truth("coco_sample")
+    keypoints, boxes = ground_truth_as_results(gt)
+    assert score(gt, keypoints, boxes, "coco").found == ground_truth_persons(gt)
+    # Moving one person's keypoints far away loses exactly that person.
+    moved = copy.deepcopy(keypoints)
+    moved[0]["keypoints"] = [
+        v + 500.0 if i % 3 < 2 else v for i, v in enumerate(moved[0]["keypoints"])
+    ]
+    assert score(gt, moved, boxes, "coco").found == ground_truth_persons(gt) - 1
+    assert score(gt, keypoints[1:], boxes, "coco").found == ground_truth_persons(gt) - 1
+
+
+def test_collapsed_pairs_count_two_persons_of_one_image_on_one_body():
+    gt = ground_truth("coco_sample")
+    keypoints, _ = ground_truth_as_results(gt)
+    assert collapsed_pairs(keypoints) == 0  # labelled people are distinct bodies
+    copy_of_first = {**keypoints[0], "keypoints": [v + 0.5 for v in keypoints[0]["keypoints"]]}
+    other_image = {**copy_of_first, "image_id": -1}
+    assert collapsed_pairs([*keypoints, copy_of_first]) == 1
+    assert collapsed_pairs([*keypoints, other_image]) == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,7 @@ from model.filtering.scenes import person, proposals_from_poses, random_scene
 from model.keypoints import NUM_KEYPOINTS
 from model.types import CoarseProposals, FilteredPersons
 from schemas.filtering import FilterSpec
+from tests.helpers import REPO_ROOT
 
 IMAGE_WH = (640, 480)
 COARSE = FilterSpec(mode="coarse", min_keypoints=3, duplicate_oks=0.7)
@@ -224,3 +227,28 @@ def test_random_scenes_valid_boxes_consistent_counts_and_order_independence(mode
         np.testing.assert_array_equal(again.recovered, out.recovered)
         assert again.counts == out.counts
     assert total_out > 0
+
+
+# --- Algorithm 1's duplicate test on a real fragment -----------------------------------------
+
+
+def test_real_fragment_of_an_accepted_person_is_a_duplicate_not_a_second_person() -> None:
+    """Stage 1's two proposals on COCO 000000000785.jpg (tests/data/fragments): the skier
+    and a fragment of the skier (face and shoulders). OKS with the skier as reference is
+    0.41, so a one-sided duplicate test recovered the fragment as a second person; over the
+    keypoints both poses found it is 0.99."""
+    pair = json.loads((REPO_ROOT / "tests/data/fragments/coco-000000000785.json").read_text())
+    poses = np.asarray(pair["coarse_poses"], np.float32)
+    props = CoarseProposals.grouped(
+        np.asarray(pair["boxes_xyxy"], np.float32),
+        np.asarray(pair["box_scores"], np.float32),
+        poses,
+    )
+    assert (poses[1, :, 2] >= COARSE.keypoint_score_threshold).sum() > COARSE.min_keypoints
+    out = filter_proposals(props, COARSE, (640, 425))
+    # The fragment's box holds too little of its pose to own it (dropped), and the fragment
+    # pose inside the skier's box repeats the skier: nobody is recovered from it.
+    assert len(out) == 1 and not out.recovered.any()
+    assert out.counts.recovered == 0 and out.counts.accepted == 1
+    np.testing.assert_allclose(out.coarse_kpts_xys[0], poses[0], atol=1e-4)
+    check_counts(out, 2)

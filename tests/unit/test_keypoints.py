@@ -18,6 +18,7 @@ from model.keypoints import (
     flip_permutation,
     oks,
     oks_matrix,
+    pose_oks,
 )
 
 
@@ -105,3 +106,34 @@ def test_oks_matrix_matches_oks_and_ignores_missing_reference_keypoints():
         np.testing.assert_allclose(mat[i], oks(a[i], areas[i], b), atol=1e-12)
     empty = np.zeros((1, 17, 3))
     assert oks_matrix(empty, np.array([100.0]), b).tolist() == [[0.0, 0.0, 0.0]]
+
+
+def test_pose_oks_is_symmetric_and_one_for_identical_poses():
+    rng = np.random.default_rng(1)
+    a = rng.uniform(0, 200, (4, 17, 3))
+    a[..., 2] = (rng.uniform(size=(4, 17)) > 0.3).astype(float)
+    b = a.copy()
+    b[..., :2] += rng.normal(0, 4, (4, 17, 2))
+    np.testing.assert_allclose(pose_oks(a, b), pose_oks(b, a).T, atol=1e-12)
+    np.testing.assert_allclose(np.diag(pose_oks(a, a)), 1.0)
+
+
+def test_pose_oks_compares_only_shared_keypoints_at_the_larger_scale():
+    whole = np.zeros((17, 3))
+    whole[:, 0], whole[:, 1], whole[:, 2] = np.arange(17) * 10.0, np.arange(17) * 20.0, 1.0
+    fragment = whole.copy()
+    fragment[7:] = 0.0  # the first seven keypoints only, the rest missing at (0, 0)
+    fragment[:7, :2] += 3.0
+    area = 160.0 * 320.0  # the whole pose's keypoint extent, larger than the fragment's
+    expected = oks(whole[:7] * [1, 1, 2], area, fragment[None, :7, :2], OKS_SIGMAS[:7])[0]
+    assert pose_oks(whole[None], fragment[None])[0, 0] == pytest.approx(expected)
+    assert pose_oks(fragment[None], whole[None])[0, 0] == pytest.approx(expected)
+    # The reference-only OKS counts the fragment's missing keypoints as misses.
+    assert oks_matrix(whole[None], np.array([area]), fragment[None])[0, 0] < 0.5 < expected
+
+
+def test_pose_oks_of_poses_without_a_shared_keypoint_is_zero():
+    upper, lower = np.zeros((1, 17, 3)), np.zeros((1, 17, 3))
+    upper[0, :5] = [10.0, 10.0, 1.0]
+    lower[0, 11:] = [10.0, 12.0, 1.0]
+    assert pose_oks(upper, lower).tolist() == [[0.0]]

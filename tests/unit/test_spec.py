@@ -233,3 +233,20 @@ def test_join_uri_keeps_schemes_and_never_doubles_slashes():
     assert join_uri("/data", "a.jpg") == "/data/a.jpg"
     assert join_uri("/", "a.jpg") == "/a.jpg"
     assert join_uri("", "a.jpg") == "a.jpg"
+
+
+def test_refiner_crop_settings_default_and_need_a_zoo_refiner():
+    spec = JobSpec.parse({"inputs": ["a.jpg"], "output": "o"})
+    assert (spec.refiner.crop_padding, spec.refiner.guide) == (1.0, "pose")
+    assert spec.refiner.second_crop_padding is None
+    assert spec.decode.exposure == "auto"
+    demo = JobSpec.parse({"inputs": ["a.jpg"], "output": "o", "refiner": {"model": "detposenet"}})
+    assert demo.refiner.model == "detposenet"  # the defaults do not get in the way
+    with pytest.raises(SpecError, match=r"refiner\.guide.*DetPoseNet"):
+        JobSpec.parse(
+            {"inputs": ["a.jpg"], "output": "o", "refiner": {"model": "detposenet", "guide": "box"}}
+        )
+    with pytest.raises(SpecError, match="guide"):
+        JobSpec.parse({"inputs": ["a.jpg"], "output": "o", "refiner": {"guide": "nearest"}})
+    with pytest.raises(SpecError, match="crop_padding"):
+        JobSpec.parse({"inputs": ["a.jpg"], "output": "o", "refiner": {"crop_padding": 0.5}})

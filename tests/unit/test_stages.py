@@ -61,7 +61,17 @@ def test_chain_turns_every_uri_into_one_row_of_the_output_schema(stages, tmp_pat
     assert sum(len(r["persons"]) for r in rows) > 0
     for row in rows[:3]:
         counts = row["counts"]
-        assert counts["proposals"] == 50
+        # At most proposals_per_image, each ending in exactly one bucket.
+        assert 0 < counts["proposals"] <= 50
+        assert counts["proposals"] == sum(
+            counts[name]
+            for name in (
+                "dropped_low_score",
+                "dropped_few_keypoints",
+                "dropped_duplicate",
+                "accepted",
+            )
+        )
         assert len(row["persons"]) == counts["accepted"] + counts["recovered"]
         assert counts["refinement_runs"] == len(row["persons"])
 
@@ -75,7 +85,7 @@ def test_an_image_that_breaks_a_model_costs_only_its_own_row(stages):
     first, second = table.to_pylist()
     assert (first["status"], first["error_kind"]) == ("error", "internal")
     assert first["error_message"].startswith("[internal] stage 1 failed on this image")
-    assert second["status"] == "ok" and second["counts"]["proposals"] == 50
+    assert second["status"] == "ok" and 0 < second["counts"]["proposals"] <= 50
 
 
 def test_a_row_that_breaks_the_filter_costs_only_its_own_row(stages):

@@ -170,6 +170,63 @@ def test_single_pose_decoding_snaps_regressed_keypoints_to_heatmap_peaks():
     assert score == pytest.approx(torch.sigmoid(torch.tensor(10.0)).item())
 
 
+def _two_people_in_one_crop() -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Single-pose heads of a crop with two people: A, salient, at the middle, and B, fainter,
+    off to the side; each person's centre regresses to its own keypoints. Returns the heads
+    and A's and B's ``[17, 2]`` keypoint cells ``(y, x)``."""
+    h = w = 32
+    heads = _heads(h, w, {"centre": 1, "heatmaps": 17, "regress": 34, "offsets": 34})
+    heads["centre"][:] = -10.0
+    heads["heatmaps"][:] = -10.0
+    k = torch.arange(17, dtype=torch.float32)
+    people = {
+        (16, 16, 6.0): torch.stack([4 + k, 12 + k % 3], -1),  # A
+        (12, 24, 2.0): torch.stack([2 + k, 27 + k % 2], -1),  # B
+    }
+    for (cy, cx, logit), cells in people.items():
+        heads["centre"][0, 0, cy, cx] = logit
+        heads["regress"][0, 0::2, cy, cx] = cells[:, 0] - cy
+        heads["regress"][0, 1::2, cy, cx] = cells[:, 1] - cx
+        heads["heatmaps"][0, torch.arange(17), cells[:, 0].long(), cells[:, 1].long()] = logit
+    person_a, person_b = people.values()
+    return heads, person_a, person_b
+
+
+def _decode_two_people(guide_yx=None, guide_found=None):
+    heads, person_a, person_b = _two_people_in_one_crop()
+    ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    centre_weight = 1.0 / (torch.sqrt((ys - 16) ** 2 + (xs - 16) ** 2) + 1.8)  # MoveNet's
+    out = decode_single_pose(
+        heads["centre"],
+        heads["heatmaps"],
+        heads["regress"],
+        heads["offsets"],
+        centre_weight,
+        1.8,
+        torch.tensor([1 / 32, 1 / 32]),
+        guide_yx,
+        guide_found,
+    )
+    return out[0, :, :2] * 32, person_a, person_b
+
+
+def test_single_pose_decoding_takes_the_salient_person_without_a_guide():
+    picked, person_a, _ = _decode_two_people()
+    torch.testing.assert_close(picked, person_a)
+
+
+def test_single_pose_decoding_takes_the_person_its_coarse_pose_names():
+    _, _, person_b = _two_people_in_one_crop()
+    coarse = person_b + torch.tensor([0.7, -0.6])  # stage 1's coarse pose of B, a bit off
+    found = torch.ones(1, 17, dtype=torch.bool)
+    found[0, 10:] = False  # keypoints the coarse pose missed come from B's regression
+    picked, _, person_b = _decode_two_people(coarse[None], found)
+    torch.testing.assert_close(picked, person_b)
+    # A guide that found nothing leaves the decoding as it was.
+    unguided, person_a, _ = _decode_two_people(coarse[None], torch.zeros(1, 17, dtype=torch.bool))
+    torch.testing.assert_close(unguided, person_a)
+
+
 def test_multi_pose_decoding_gives_each_centre_its_box_and_keypoints():
     h = w = 32
     heads = _heads(
@@ -223,7 +280,9 @@ def test_stage1_decodes_a_chunk_of_images_as_it_decodes_each_alone(monkeypatch):
 
     device = torch.device("cpu")
     loaded = load_stage_model("stage1", None, device, model="movenet-multipose")
-    model = zoo_stage1.ZooCoarsePoseModel(loaded, device, 20, None, 0.1, "float32")
+    model = zoo_stage1.ZooCoarsePoseModel(
+        loaded, device, 20, [zoo_stage1.View(256)], 0.1, "float32"
+    )
     images = [np.asarray(Image.open(p).convert("RGB")) for p in sample_images()[:3]]
     one_by_one = model(images)
     monkeypatch.setitem(zoo_stage1.DECODE_CHUNK, "cpu", 3)
