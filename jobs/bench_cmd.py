@@ -43,7 +43,9 @@ DEFAULT_PAPER_SIZES_CUDA = (500, 2000)
 PAPER_PERSONS = {"cpu": 4, "cuda": 30}
 PAPER_CPU_BATCH = 2
 CORPUS_LONG_SIDE = 480
-MODEL_SETS = ("default", "paper")
+MODEL_SETS = ("default", "single-scale", "paper")
+# The default models with one 256-px stage-1 pass: what multi-scale stage 1 costs.
+SINGLE_SCALE = {"stage1": {"input_size": 256}}
 STAGE_KEYS = ("name", "busy_s", "function_s", "overhead_s", "rows", "rows_per_s", "output_mib")
 
 
@@ -305,24 +307,17 @@ def stage_ceilings(model_set: ModelSet, job: dict[str, Any], device: str) -> lis
 def stage1_ceiling(
     loaded: Any, spec: Any, batch: int, job: dict[str, Any], device: Any, dtype: Any
 ) -> float:
-    """Stage 1's forward-only images/s over all its views: one input per image at each
-    whole-image view's size, and the job's measured tiled inputs per image (``stage1_inputs``
-    less the whole-image ones) shared among the tiled views by their tiles."""
+    """Stage 1's forward-only images/s over all its views: the inputs per image the job
+    ran at each size (``inputs_by_size`` of its ``stage1_inputs``), each at its own rate."""
     from model.inference.throughput import forward_items_per_s, network_input_hw, random_batch
+    from model.inference.zoo_stage1 import inputs_by_size
 
     views = spec.stage1.resolved_views(network_input_hw(loaded)[0])
-    seconds_per_input = {
-        size: 1.0
-        / forward_items_per_s(loaded.net, random_batch(batch, (size, size), device), device, dtype)
-        for size in {view.input_size for view in views}
-    }
-    whole = [view for view in views if view.grid == 1]
-    tiled = [view for view in views if view.grid > 1]
-    seconds = sum(seconds_per_input[view.input_size] for view in whole)
-    tiled_inputs = max(0.0, job.get("stage1_inputs", job["images"]) / job["images"] - len(whole))
-    tiles = sum(view.grid**2 for view in tiled)
-    for view in tiled:
-        seconds += tiled_inputs * view.grid**2 / tiles * seconds_per_input[view.input_size]
+    per_image = inputs_by_size(views, job.get("stage1_inputs", job["images"]) / job["images"])
+    seconds = 0.0
+    for size, inputs in per_image.items():
+        example = random_batch(batch, (size, size), device)
+        seconds += inputs / forward_items_per_s(loaded.net, example, device, dtype)
     return 1.0 / seconds
 
 
@@ -448,12 +443,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="detpose-bench-") as tmp:
             workdir = Path(tmp)
             for name in args.models:
-                model_set = (
-                    ModelSet("default", {})
-                    if name == "default"
-                    else paper_model_set(workdir, device)
-                )
-                sizes = args.sizes if name == "default" else paper_sizes
+                model_set = {
+                    "default": lambda: ModelSet("default", {}),
+                    "single-scale": lambda: ModelSet("single-scale", SINGLE_SCALE),
+                    "paper": lambda workdir=workdir: paper_model_set(workdir, device),
+                }[name]()
+                sizes = paper_sizes if name == "paper" else args.sizes
                 entries = compare_sizes(model_set, images, sizes, workdir, args.num_cpus)
                 results["streaming"] += entries
                 print(f"detpose bench: {name} models: forward-only ceilings ...", flush=True)

@@ -14,6 +14,7 @@ Finished runs are kept: re-running the command resumes. The report lands in
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import time
@@ -31,13 +32,16 @@ from jobs.common import run_detpose
 logger = logging.getLogger(__name__)
 
 FILTER_MODES = ("coarse", "nms", "oks_nms", "none")
-# The defaults before issue 20: one 256-px pass of stage 1, MoveNet's own crop (1.25) and
-# decoding, no exposure correction.
+# The defaults before issue 20: one 256-px pass of stage 1, Algorithm 1's thresholds then,
+# no post-refinement dedupe, MoveNet's own crop (1.25) and decoding, no exposure correction.
+FILTER_BEFORE = {"duplicate_oks": 0.7, "oks_nms": 0.9, "recovered_dedupe_oks": None}
 BEFORE = {
     "stage1": {"input_size": 256},
+    "filter": FILTER_BEFORE,
     "refiner": {"crop_padding": 1.25, "guide": "off"},
     "decode": {"exposure": "off"},
 }
+TILES = {"input_size": 256, "grid": 2, "tile_below_height": 0.35}  # on images with small people
 # Light that reaches the low-light copies: about 3.6 and 5.3 stops less than the photo's.
 DARK_LIGHT = {"dark-12": 1 / 12, "dark-40": 1 / 40}
 
@@ -57,12 +61,33 @@ class Run:
 RUNS: tuple[Run, ...] = (
     Run("default", "the defaults (multi-scale stage 1, guided refiner)", modes=FILTER_MODES),
     Run(
+        "thresholds-before",
+        "the defaults with Algorithm 1's and the baselines' thresholds before issue 20",
+        {"filter": FILTER_BEFORE},
+        FILTER_MODES,
+    ),
+    Run(
         "single-scale",
         "the defaults with one 256-px stage-1 pass",
         {"stage1": {"input_size": 256}},
         FILTER_MODES,
     ),
     Run("before", "the single-scale defaults before issue 20", BEFORE),
+    *(
+        Run(f"views-{name}", f"stage-1 views {name}", {"stage1": {"views": views}})
+        for name, views in (
+            ("384", [{"input_size": 384}]),
+            ("512", [{"input_size": 512}]),
+            ("384+tiles", [{"input_size": 384}, TILES]),
+            ("256+512+tiles", [{"input_size": 256}, {"input_size": 512}, TILES]),
+            ("256+512+tiles-everywhere", [
+                {"input_size": 256}, {"input_size": 512}, {"input_size": 256, "grid": 2},
+            ]),
+            ("256+tiles+tiles3", [
+                {"input_size": 256}, TILES, {**TILES, "grid": 3},
+            ]),
+        )
+    ),  # fmt: skip
     Run("gt-boxes", "ground-truth boxes, the default refiner (guided by the box)", gt_boxes=True),
     Run(
         "gt-boxes-before",
@@ -79,6 +104,11 @@ RUNS: tuple[Run, ...] = (
         {"refiner": {"second_crop_padding": 1.25}},
     ),
     Run("flip", "the flip test", {"flip_test": True}),
+    Run(
+        "dedupe-off",
+        "recovered persons refined onto another's body kept (no post-refinement dedupe)",
+        {"filter": {"recovered_dedupe_oks": None}},
+    ),
     Run("exposure-off", "no exposure correction", {"decode": {"exposure": "off"}}),
     *(
         Run(f"{dark}-{exposure}", f"low-light copies ({dark}), exposure {exposure}",
@@ -94,13 +124,14 @@ def _part(image: dict[str, Any], name: str) -> bool:
         "all": lambda im: True,
         "held-out": lambda im: im.get("split") != "train2017",
         "crowded": lambda im: float(im.get("crowd_index", 0.0)) >= CROWDED_INDEX,
+        "uncrowded": lambda im: float(im.get("crowd_index", 0.0)) < CROWDED_INDEX,
         "ochuman": lambda im: im.get("source") == "ochuman",
         "low-light": lambda im: bool(im.get("low_light")),
     }
     return parts[name](image)
 
 
-PARTS = ("all", "held-out", "crowded", "ochuman", "low-light")
+PARTS = ("all", "held-out", "crowded", "uncrowded", "ochuman", "low-light")
 # CrowdPose's medium and hard levels: crowd index of at least 0.1.
 CROWDED_INDEX = 0.1
 
@@ -176,7 +207,41 @@ def score_run(run: Run, annotations: Path, images: Path, out: Path) -> dict[str,
         coarse = rows.filter(pc.equal(rows.column("filter_mode"), "coarse"))
         for rank_by in RANKINGS:
             scored[f"rank:{rank_by}"] = subset_reports(coarse, benchmark, parts, rank_by)["coarse"]
+    for by_part in scored.values():
+        for report in by_part.values():
+            report["gflops_per_image"] = model_gflops(run, report)
     return scored
+
+
+@functools.cache
+def _network_costs() -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], int]]:
+    """GFLOPs per input and input side of every installed network, by (name, stage)."""
+    from model.inference.inventory import installed_models
+
+    models = installed_models()
+    flops = {(m.name, m.stage): m.gflops or 0.0 for m in models}
+    sides = {(m.name, m.stage): int(m.input_size.split("x")[0]) for m in models}
+    return flops, sides
+
+
+def model_gflops(run: Run, report: dict[str, Any]) -> float:
+    """The networks' GFLOPs per image of a run: stage 1's at each input size it ran
+    (``counts.stage1_inputs``), the refiner's per pass (``refinement_runs``), each network's
+    FLOPs as ``detpose models`` measures them (stage 1's scaled by its input's pixels)."""
+    from model.inference.zoo_stage1 import inputs_by_size
+    from schemas.spec import JobSpec
+
+    spec = JobSpec.parse({"inputs": ["x"], "output": "x", **run.spec})
+    flops, sides = _network_costs()
+    base = sides[(spec.stage1.model, "stage1")]
+    images = max(report["images_ok"], 1)
+    stage1 = 0.0
+    if not run.gt_boxes:
+        views = spec.stage1.resolved_views(base)
+        for size, inputs in inputs_by_size(views, report["stage1_inputs"] / images).items():
+            stage1 += inputs * (size / base) ** 2 * flops[(spec.stage1.model, "stage1")]
+    refiner = report["refinement_runs"] / images * flops[(spec.refiner.model, "refiner")]
+    return stage1 + refiner
 
 
 def _row(label: str, report: dict[str, Any]) -> str:
@@ -184,11 +249,14 @@ def _row(label: str, report: dict[str, Any]) -> str:
     return (
         f"| {label} | {k['AP']:.3f} | {k['AR']:.3f} | {report['found_persons']}/"
         f"{report['ground_truth_persons']} | {report['refinement_runs_per_person']:.2f} | "
-        f"{report['collapsed_pairs']} |"
+        f"{report['collapsed_pairs']} | {report.get('gflops_per_image', 0.0):.1f} |"
     )
 
 
-HEAD = "| run | AP | AR | found / labelled | runs / person | collapsed pairs |\n| --- | ---: | ---: | ---: | ---: | ---: |"
+HEAD = (
+    "| run | AP | AR | found / labelled | runs / person | collapsed pairs | GFLOPs / image |\n"
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+)
 
 
 def format_report(scores: dict[str, dict[str, Any]], parts: Sequence[str]) -> str:

@@ -26,7 +26,9 @@ from schemas.output import (
 RETRY_COLUMNS = tuple(f"storage_retries_{kind}" for kind in RETRY_KINDS)
 # What decode measured of each image's exposure and did about it (``exposure`` of a row).
 EXPOSURE_COLUMNS = tuple(f"exposure_{name}" for name in EXPOSURE_FIELDS)
-EXPOSURE_FLOATS = ("exposure_luma", "exposure_gain")
+EXPOSURE_FLOATS = ("exposure_luma", "exposure_noise", "exposure_gain")
+# exposure_noise below zero: not measured (the image is not dark).
+NOT_MEASURED = -1.0
 
 
 def person_records(
@@ -116,11 +118,9 @@ def _exposure(batch: Batch, ok: np.ndarray) -> pa.StructArray:
     as rows made without decode)."""
     if not all(column in batch for column in EXPOSURE_COLUMNS):
         return pa.nulls(len(ok), EXPOSURE_TYPE)
-    return pa.StructArray.from_arrays(
-        [
-            pa.array(batch[column].astype(field.type.to_pandas_dtype()), field.type)
-            for column, field in zip(EXPOSURE_COLUMNS, EXPOSURE_TYPE, strict=True)
-        ],
-        fields=list(EXPOSURE_TYPE),
-        mask=pa.array(~ok),
-    )
+    children = []
+    for column, field in zip(EXPOSURE_COLUMNS, EXPOSURE_TYPE, strict=True):
+        values = batch[column].astype(field.type.to_pandas_dtype())
+        unknown = values < 0 if field.nullable else None
+        children.append(pa.array(values, field.type, mask=unknown))
+    return pa.StructArray.from_arrays(children, fields=list(EXPOSURE_TYPE), mask=pa.array(~ok))

@@ -21,7 +21,7 @@ from model.keypoints import NUM_KEYPOINTS
 from model.types import CoarseProposals
 from pipeline.batches import Batch, ok_rows, ragged, require_columns, with_internal_errors
 from pipeline.fetch import DecodedImage, fetch_and_decode
-from pipeline.rows import EXPOSURE_COLUMNS, EXPOSURE_FLOATS, RETRY_COLUMNS
+from pipeline.rows import EXPOSURE_COLUMNS, EXPOSURE_FLOATS, NOT_MEASURED, RETRY_COLUMNS
 from pipeline.storage import image_filesystem_for, image_id_for
 from schemas.filtering import FilterSpec
 from schemas.output import FILTER_COUNT_FIELDS, RETRY_KINDS, STATUS_ERROR, STATUS_OK
@@ -64,8 +64,11 @@ def decode_batch(batch: Batch, decode: DecodeSpec, storage: StorageSpec) -> Batc
             rows["height"].append(result.height)
             rows["scale"].append(result.scale)
             rows["image"].append(rgb)
-            rows["exposure_luma"].append(exposure.mean_luma)
-            rows["exposure_corrected"].append(exposure.corrected)
+            rows["exposure_luma"].append(exposure.luma)
+            rows["exposure_noise"].append(
+                NOT_MEASURED if exposure.noise is None else exposure.noise
+            )
+            rows["exposure_denoised"].append(exposure.denoised)
             rows["exposure_gain"].append(exposure.gain)
             continue
         if result is not None:
@@ -77,8 +80,9 @@ def decode_batch(batch: Batch, decode: DecodeSpec, storage: StorageSpec) -> Batc
         rows["height"].append(-1)
         rows["scale"].append(0.0)
         rows["image"].append(_EMPTY_IMAGE)
-        rows["exposure_luma"].append(-1.0)  # no image: null in the output
-        rows["exposure_corrected"].append(False)
+        rows["exposure_luma"].append(0.0)  # no image: the row's exposure is null
+        rows["exposure_noise"].append(NOT_MEASURED)
+        rows["exposure_denoised"].append(False)
         rows["exposure_gain"].append(1.0)
     out = {k: np.array(v) for k, v in rows.items() if k != "image"}
     out.update({column: np.array(rows[column], np.int32) for column in RETRY_COLUMNS})
@@ -92,7 +96,7 @@ def decode_batch(batch: Batch, decode: DecodeSpec, storage: StorageSpec) -> Batc
 def exposed(rgb: np.ndarray, decode: DecodeSpec) -> tuple[np.ndarray, Exposure]:
     """The image the networks see (``decode.exposure``), and what was measured and done."""
     if decode.exposure == "off":
-        return rgb, Exposure(float(luma_of(rgb).mean()), False, 1.0)
+        return rgb, Exposure(float(luma_of(rgb).mean()), None, False, 1.0)
     return correct_exposure(rgb, decode.dark_luma)
 
 

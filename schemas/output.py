@@ -126,13 +126,14 @@ STORAGE_RETRIES_TYPE = pa.struct(
 )
 
 # What decode measured of an image's exposure and did about it (decode.exposure): its mean
-# Rec. 601 luma in [0, 1], whether it was corrected as a dark image (denoised, and brightened
-# when almost black), and the brightness gain applied (1: none). Null for error rows and in
-# rows written before schema version 4.
+# Rec. 601 luma in [0, 1]; for a dark image, its noise (grey levels of luma, after any gain;
+# null when the image is not dark); whether it was denoised; the brightness gain applied (1:
+# none). Null for error rows and in rows written before schema version 4.
 EXPOSURE_TYPE = pa.struct(
     [
         pa.field("luma", pa.float32(), nullable=False),
-        pa.field("corrected", pa.bool_(), nullable=False),
+        pa.field("noise", pa.float32()),
+        pa.field("denoised", pa.bool_(), nullable=False),
         pa.field("gain", pa.float32(), nullable=False),
     ]
 )

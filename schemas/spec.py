@@ -286,8 +286,8 @@ class Stage1View(BaseModel):
 # Stage 1's passes when a spec names neither stage1.views nor stage1.input_size; chosen by
 # measured keypoint AP per unit of cost on the real crowd set (README, "Crowds").
 DEFAULT_STAGE1_VIEWS: tuple[Stage1View, ...] = (
-    Stage1View(input_size=384),
-    Stage1View(input_size=256, grid=2, overlap=0.25, tile_below_height=0.35),
+    Stage1View(input_size=256),
+    Stage1View(input_size=512),
 )
 
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.codecs.boxes import box_areas, kpt2box
-from model.keypoints import NUM_KEYPOINTS, oks_matrix
+from model.keypoints import NUM_KEYPOINTS, pose_oks
 
 __all__ = ["dedupe_recovered"]
 
@@ -29,18 +28,16 @@ def dedupe_recovered(
     A recovered person is dropped when its refined pose has OKS above ``oks_threshold``
     against a detected person's (whatever the scores), or against a kept recovered person
     with a higher score. Detected persons are always kept, and a dropped person suppresses
-    nothing. The OKS reference is the other, kept person, scaled by the area of its
-    keypoints' extent (as Algorithm 1 scales its duplicate test), over the keypoints both
-    poses have.
+    nothing. The OKS is Algorithm 1's (``model.keypoints.pose_oks``): symmetric, over the
+    keypoints both poses have, at the larger pose's scale.
 
     Args:
         kpts_xys: ``[N, 17, 3]`` refined poses ``(x, y, score)``, image pixels.
         scores: ``[N]`` instance scores (ties: the lower index ranks first).
         recovered: ``[N]`` bool, True for persons recovered by Algorithm 1.
         oks_threshold: OKS above this makes a recovered person a duplicate.
-        min_keypoint_score: keypoints scoring below this are left out of the OKS and of
-            the reference's extent (a refiner guesses every keypoint; weak guesses of
-            hidden ones say little).
+        min_keypoint_score: keypoints scoring below this are left out of the OKS (a refiner
+            guesses every keypoint; weak guesses of hidden ones say little).
 
     Returns:
         ``[N]`` bool keep mask.
@@ -51,8 +48,7 @@ def dedupe_recovered(
     if not recovered.any() or len(kpts) < 2:
         return keep
     kpts[kpts[..., 2] < min_keypoint_score, 2] = 0.0
-    found = kpts[..., 2] > 0
-    areas = box_areas(kpt2box(kpts, margin=0.0))
+    similarity = pose_oks(kpts, kpts)
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
@@ -62,10 +58,6 @@ def dedupe_recovered(
         # References: every detected person, and kept recovered persons ranked above i.
         reference = keep & (~recovered | (rank < rank[i]))
         reference[i] = False
-        if not reference.any():
-            continue
-        ref = kpts[reference].copy()
-        ref[:, ~found[i], 2] = 0.0  # compare the keypoints both poses have
-        if (oks_matrix(ref, areas[reference], kpts[i : i + 1])[:, 0] > oks_threshold).any():
+        if (similarity[i, reference] > oks_threshold).any():
             keep[i] = False
     return keep

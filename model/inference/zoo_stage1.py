@@ -217,3 +217,20 @@ def _cut_by_inner_edge(
         | ((x1 < image_wh[0]) & (b[:, 2] >= width - 1 - tol_x))
         | ((y1 < image_wh[1]) & (b[:, 3] >= height - 1 - tol_y))
     )
+
+
+def inputs_by_size(views: Sequence[View], inputs_per_image: float) -> dict[int, float]:
+    """Network inputs per image at each input size, from a job's measured total
+    (``counts.stage1_inputs`` per image): one per whole-image view, the rest shared among
+    the tiled views by their tiles (exact with one tiled view)."""
+    by_size: dict[int, float] = {}
+    whole = [view for view in views if view.grid == 1]
+    tiled = [view for view in views if view.grid > 1]
+    for view in whole:
+        by_size[view.input_size] = by_size.get(view.input_size, 0.0) + 1.0
+    tiled_inputs = max(0.0, inputs_per_image - len(whole))
+    tiles = sum(view.grid**2 for view in tiled)
+    for view in tiled:
+        share = tiled_inputs * view.grid**2 / tiles
+        by_size[view.input_size] = by_size.get(view.input_size, 0.0) + share
+    return by_size

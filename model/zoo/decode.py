@@ -70,6 +70,10 @@ def keypoints_near(
     return torch.stack([cell_y.float() + off_y, cell_x.float() + off_x, heat], dim=-1)
 
 
+# How much less a centre peak outside the person's box counts than one inside it.
+OUTSIDE_BOX_CENTRE_WEIGHT = 1e-3
+
+
 def decode_single_pose(
     centre_logits: torch.Tensor,
     heatmap_logits: torch.Tensor,
@@ -92,7 +96,8 @@ def decode_single_pose(
     one that pose names, not the most salient body near the middle: the centre peak is
     weighted the same way around the middle of the guide's found keypoints, and each found
     guide keypoint, not the regressed one, is where that keypoint's peak is looked for.
-    Crops whose guide found no keypoint decode as without a guide.
+    Crops whose guide found no keypoint decode as without a guide. With a box, keypoints are
+    taken inside it only, and a centre inside it is preferred.
 
     Args:
         centre_logits: ``[B, 1, H, W]``.
@@ -105,18 +110,19 @@ def decode_single_pose(
             (the graph's own float16 constants, about ``1 / H`` and ``1 / W``).
         guide_yx: ``[B, 17, 2]`` guide keypoints ``(y, x)`` in cells, or ``None``.
         guide_found: ``[B, 17]`` bool, the guide keypoints to use.
+        box_yx: ``[B, 4]`` the person's box ``(y1, x1, y2, x2)`` in cells, or ``None``.
 
     Returns:
         ``[B, 17, 3]``: ``(y, x)`` normalised to the input, and the keypoint score.
     """
     batch, _, height, width = centre_logits.shape
+    ys, xs = _grid(height, width, centre_logits.device)
     weight = centre_weight.expand(batch, height, width)
     guided = None
     if guide_yx is not None and guide_found is not None:
         found = guide_found.to(torch.float32)
         guided = found.sum(dim=1) > 0  # [B]
         middle = (guide_yx * found[..., None]).sum(dim=1) / found.sum(dim=1).clamp(min=1)[:, None]
-        ys, xs = _grid(height, width, centre_logits.device)
         distance = torch.sqrt(
             (ys - middle[:, 0, None, None]) ** 2 + (xs - middle[:, 1, None, None]) ** 2
         )
@@ -124,14 +130,15 @@ def decode_single_pose(
     weighted = torch.sigmoid(centre_logits[:, 0]) * weight
     inside = None
     if box_yx is not None:
-        ys, xs = _grid(height, width, centre_logits.device)
         inside = (
             (ys >= box_yx[:, 0, None, None])
             & (ys <= box_yx[:, 2, None, None])
             & (xs >= box_yx[:, 1, None, None])
             & (xs <= box_yx[:, 3, None, None])
         )  # [B, H, W]
-        weighted = torch.where(inside, weighted, weighted * 1e-3)
+        # Outside the box a centre still counts, far less: a crop whose box holds no centre
+        # peak keeps MoveNet's own choice instead of an arbitrary cell.
+        weighted = torch.where(inside, weighted, weighted * OUTSIDE_BOX_CENTRE_WEIGHT)
     centre = weighted.flatten(1).argmax(dim=1, keepdim=True)  # [B, 1]
     centre_y = torch.div(centre, width, rounding_mode="floor")
     centre_x = centre - centre_y * width

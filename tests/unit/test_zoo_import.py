@@ -192,7 +192,7 @@ def _two_people_in_one_crop() -> tuple[dict[str, torch.Tensor], torch.Tensor, to
     return heads, person_a, person_b
 
 
-def _decode_two_people(guide_yx=None, guide_found=None):
+def _decode_two_people(guide_yx=None, guide_found=None, box_yx=None):
     heads, person_a, person_b = _two_people_in_one_crop()
     ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
     centre_weight = 1.0 / (torch.sqrt((ys - 16) ** 2 + (xs - 16) ** 2) + 1.8)  # MoveNet's
@@ -206,6 +206,7 @@ def _decode_two_people(guide_yx=None, guide_found=None):
         torch.tensor([1 / 32, 1 / 32]),
         guide_yx,
         guide_found,
+        box_yx,
     )
     return out[0, :, :2] * 32, person_a, person_b
 
@@ -225,6 +226,14 @@ def test_single_pose_decoding_takes_the_person_its_coarse_pose_names():
     # A guide that found nothing leaves the decoding as it was.
     unguided, person_a, _ = _decode_two_people(coarse[None], torch.zeros(1, 17, dtype=torch.bool))
     torch.testing.assert_close(unguided, person_a)
+
+
+def test_single_pose_decoding_keeps_to_the_box_it_is_given():
+    """Without a coarse pose, a box around B (columns 25 to 31) is enough to decode B."""
+    _, _, person_b = _two_people_in_one_crop()
+    box = torch.tensor([[0.0, 25.0, 31.0, 31.0]])
+    picked, _, person_b = _decode_two_people(box_yx=box)
+    torch.testing.assert_close(picked, person_b)
 
 
 def test_multi_pose_decoding_gives_each_centre_its_box_and_keypoints():
