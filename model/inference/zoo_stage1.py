@@ -30,6 +30,9 @@ MULTIPOSE_HEADS = ("centre", "box_scale", "box_offset", "heatmaps", "regress", "
 DECODE_CHUNK = {"cpu": 1, "cuda": 16}
 # A box within this fraction of a tile's side of its inner edge is cut by that edge.
 EDGE_TOLERANCE = 0.01
+# A whole-image pass runs on an image only if it enlarges it at most this much (an image too
+# small for every pass gets one whole-image pass at the smallest input).
+MAX_WHOLE_UPSCALE = 2.0
 # Whole-image proposals scoring at least this count when deciding whether to tile an image.
 TILE_DECISION_SCORE = 0.1
 
@@ -47,11 +50,13 @@ class View:
 
     def windows(self, image_wh: tuple[int, int]) -> np.ndarray:
         """``[T, 4]`` int windows ``(x0, y0, x1, y1)`` of an image this pass runs on; none
-        for a tiled pass whose tiles are smaller than the input (it would only upsample)."""
+        for a tiled pass whose tiles are smaller than the input (it would only upsample),
+        nor for a whole-image pass that would enlarge the image more than
+        ``MAX_WHOLE_UPSCALE`` times (no detail is added, only cost)."""
         tiles = tile_windows(image_wh, self.grid, self.overlap)
-        if self.grid > 1 and (tiles[0, 2:] - tiles[0, :2]).max() < self.input_size:
-            return tiles[:0]
-        return tiles
+        longest = (tiles[0, 2:] - tiles[0, :2]).max()
+        limit = longest if self.grid > 1 else MAX_WHOLE_UPSCALE * longest
+        return tiles[:0] if self.input_size > limit else tiles
 
 
 class ZooCoarsePoseModel:
@@ -102,6 +107,12 @@ class ZooCoarsePoseModel:
             found = self._run(crops, view.input_size)
             for i, window, proposals in zip(owners, windows, found, strict=True):
                 pooled[i].append(_window_to_image(proposals, window, images_rgb[i].shape))
+        # An image too small for every pass still gets one: the whole image, smallest input.
+        missing = [i for i, parts in enumerate(pooled) if not parts]
+        smallest = min(view.input_size for view in self.views)
+        fallback = self._run([images_rgb[i] for i in missing], smallest)
+        for i, proposals in zip(missing, fallback, strict=True):
+            pooled[i].append(proposals)
         return [self._best(parts) for parts in pooled]
 
     def _best(self, parts: list[CoarseProposals]) -> CoarseProposals:

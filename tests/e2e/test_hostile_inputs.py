@@ -183,7 +183,9 @@ def truncated_job(tmp: Path) -> str:
 
 def wrong_schema_job(tmp: Path) -> str:
     name = job(tmp)
-    pq.write_table(pa.table({"a": [1, 2]}), parts(tmp)[0].with_name("run-000-part-000009-x.parquet"))
+    pq.write_table(
+        pa.table({"a": [1, 2]}), parts(tmp)[0].with_name("run-000-part-000009-x.parquet")
+    )
     return name
 
 
@@ -296,237 +298,534 @@ def link_replaced_target_kept(tmp: Path, printed: str) -> None:
 
 ISSUE_CASES = [
     # 1. export --out replaces what it should not.
-    Case("export-out-char-device", with_file("dev", make_device, export(job, out="dev")),
-         ("'dev'", "not a regular file")),
-    Case("export-out-symlink-to-stdout",
-         with_file("x.json", link_to("/proc/self/fd/1"), export(job)),
-         ("x.json", "symbolic link", "--replace-symlink")),
+    Case(
+        "export-out-char-device",
+        with_file("dev", make_device, export(job, out="dev")),
+        ("'dev'", "not a regular file"),
+    ),
+    Case(
+        "export-out-symlink-to-stdout",
+        with_file("x.json", link_to("/proc/self/fd/1"), export(job)),
+        ("x.json", "symbolic link", "--replace-symlink"),
+    ),
     # 2. bad inputs that ended in a traceback.
-    Case("eval-images-is-a-string", eval_job(lambda t: coco(t, lambda d: d.update(images="abc"))),
-         ("gt.json", "images", "valid list")),
-    Case("eval-image-without-file-name", eval_job(lambda t: coco(t, drop_image_field("file_name"))),
-         ("gt.json", "images[0] (id 785).file_name", "Field required")),
-    Case("eval-bbox-is-a-string", eval_job(lambda t: coco(t, ann("bbox", "1,2,3,4"))),
-         ("annotations[0] (id 442619).bbox", "valid list")),
-    Case("eval-keypoints-are-a-string", eval_job(lambda t: coco(t, ann("keypoints", "1 2 2"))),
-         ("annotations[0] (id 442619).keypoints", "valid list")),
-    Case("eval-annotations-null", eval_job(lambda t: coco(t, lambda d: d.update(annotations=None))),
-         ("gt.json", "annotations", "valid list")),
-    Case("eval-integer-too-large-for-a-float",
-         eval_job(lambda t: coco(t, text=big_integer_text())),
-         ("annotations[0] (id 442619).bbox[0]", "valid number")),
-    Case("eval-output-is-an-existing-file",
-         with_file("ev", regular, eval_job()), ("'ev'", "expected a folder")),
-    Case("import-ls-region-value-null", ls_import([task(result=[{**rect(), "value": None}])]),
-         ("tasks.json", "tasks[0] (id 1).annotations[0] (id 1).result[0] (id 'r1').value")),
-    Case("import-ls-x-is-a-string", ls_import([task(result=[rect(x="10")])]),
-         ("result[0] (id 'r1').value.x", "valid number", "'10'")),
-    Case("import-ls-result-is-a-string", ls_import([task(result="regions")]),
-         ("tasks[0] (id 1).annotations[0] (id 1).result", "valid list")),
-    Case("import-ls-100000-nested-brackets", ls_import(text="[" * 100_000),
-         ("tasks.json", "nested too deeply")),
-    Case("import-a-directory",
-         with_file("tasks.json", folder,
-                   lambda t: ["import", "--format", "labelstudio", "tasks.json", "--out", "o.json"]),
-         ("tasks.json", "is a folder")),
-    Case("export-part-with-the-wrong-schema", export(wrong_schema_job),
-         ("run-000-part-000009-x.parquet", "no column")),
-    Case("review-part-with-the-wrong-schema", review(wrong_schema_job),
-         ("run-000-part-000009-x.parquet", "no column")),
-    Case("eval-job-part-with-the-wrong-schema", eval_job(coco, wrong_schema_job),
-         ("run-000-part-000009-x.parquet", "no column")),
-    Case("import-from-unreachable-storage",
-         lambda t: ["import", "--format", "cvat", "s3://b/ann.xml", "--out", "train.json"],
-         ("cannot read 's3://b/ann.xml'", "EndpointConnectionError"), env=UNREACHABLE),
-    Case("export-to-unreachable-storage", export(job, out="s3://b/x.json"),
-         ("cannot write 's3://b/x.json'", "EndpointConnectionError"), env=UNREACHABLE),
-    Case("eval-annotations-on-unreachable-storage", eval_job(lambda t: "s3://b/gt.json"),
-         ("cannot read 's3://b/gt.json'", "EndpointConnectionError"), env=UNREACHABLE),
-    Case("review-job-on-unreachable-storage", review(lambda t: "s3://b/job"),
-         ("cannot list 's3://b/job/annotations'", "EndpointConnectionError"), env=UNREACHABLE),
-    Case("export-job-on-unreachable-storage", export(lambda t: "s3://b/job"),
-         ("cannot list 's3://b/job/annotations'", "EndpointConnectionError"), env=UNREACHABLE),
+    Case(
+        "eval-images-is-a-string",
+        eval_job(lambda t: coco(t, lambda d: d.update(images="abc"))),
+        ("gt.json", "images", "valid list"),
+    ),
+    Case(
+        "eval-image-without-file-name",
+        eval_job(lambda t: coco(t, drop_image_field("file_name"))),
+        ("gt.json", "images[0] (id 785).file_name", "Field required"),
+    ),
+    Case(
+        "eval-bbox-is-a-string",
+        eval_job(lambda t: coco(t, ann("bbox", "1,2,3,4"))),
+        ("annotations[0] (id 442619).bbox", "valid list"),
+    ),
+    Case(
+        "eval-keypoints-are-a-string",
+        eval_job(lambda t: coco(t, ann("keypoints", "1 2 2"))),
+        ("annotations[0] (id 442619).keypoints", "valid list"),
+    ),
+    Case(
+        "eval-annotations-null",
+        eval_job(lambda t: coco(t, lambda d: d.update(annotations=None))),
+        ("gt.json", "annotations", "valid list"),
+    ),
+    Case(
+        "eval-integer-too-large-for-a-float",
+        eval_job(lambda t: coco(t, text=big_integer_text())),
+        ("annotations[0] (id 442619).bbox[0]", "valid number"),
+    ),
+    Case(
+        "eval-output-is-an-existing-file",
+        with_file("ev", regular, eval_job()),
+        ("'ev'", "expected a folder"),
+    ),
+    Case(
+        "import-ls-region-value-null",
+        ls_import([task(result=[{**rect(), "value": None}])]),
+        ("tasks.json", "tasks[0] (id 1).annotations[0] (id 1).result[0] (id 'r1').value"),
+    ),
+    Case(
+        "import-ls-x-is-a-string",
+        ls_import([task(result=[rect(x="10")])]),
+        ("result[0] (id 'r1').value.x", "valid number", "'10'"),
+    ),
+    Case(
+        "import-ls-result-is-a-string",
+        ls_import([task(result="regions")]),
+        ("tasks[0] (id 1).annotations[0] (id 1).result", "valid list"),
+    ),
+    Case(
+        "import-ls-100000-nested-brackets",
+        ls_import(text="[" * 100_000),
+        ("tasks.json", "nested too deeply"),
+    ),
+    Case(
+        "import-a-directory",
+        with_file(
+            "tasks.json",
+            folder,
+            lambda t: ["import", "--format", "labelstudio", "tasks.json", "--out", "o.json"],
+        ),
+        ("tasks.json", "is a folder"),
+    ),
+    Case(
+        "export-part-with-the-wrong-schema",
+        export(wrong_schema_job),
+        ("run-000-part-000009-x.parquet", "no column"),
+    ),
+    Case(
+        "review-part-with-the-wrong-schema",
+        review(wrong_schema_job),
+        ("run-000-part-000009-x.parquet", "no column"),
+    ),
+    Case(
+        "eval-job-part-with-the-wrong-schema",
+        eval_job(coco, wrong_schema_job),
+        ("run-000-part-000009-x.parquet", "no column"),
+    ),
+    Case(
+        "import-from-unreachable-storage",
+        lambda t: ["import", "--format", "cvat", "s3://b/ann.xml", "--out", "train.json"],
+        ("cannot read 's3://b/ann.xml'", "EndpointConnectionError"),
+        env=UNREACHABLE,
+    ),
+    Case(
+        "export-to-unreachable-storage",
+        export(job, out="s3://b/x.json"),
+        ("cannot write 's3://b/x.json'", "EndpointConnectionError"),
+        env=UNREACHABLE,
+    ),
+    Case(
+        "eval-annotations-on-unreachable-storage",
+        eval_job(lambda t: "s3://b/gt.json"),
+        ("cannot read 's3://b/gt.json'", "EndpointConnectionError"),
+        env=UNREACHABLE,
+    ),
+    Case(
+        "review-job-on-unreachable-storage",
+        review(lambda t: "s3://b/job"),
+        ("cannot list 's3://b/job/annotations'", "EndpointConnectionError"),
+        env=UNREACHABLE,
+    ),
+    Case(
+        "export-job-on-unreachable-storage",
+        export(lambda t: "s3://b/job"),
+        ("cannot list 's3://b/job/annotations'", "EndpointConnectionError"),
+        env=UNREACHABLE,
+    ),
     # 3. NaN and Infinity written into JSON.
-    Case("import-cvat-box-without-coordinates",
-         cvat_import(cvat_image(shapes='<box label="person_box" group_id="1"/>')),
-         ("ann.xml", "<image> 0 ('a.jpg')", "<box> 0: xtl", "expected a number")),
-    Case("import-cvat-points-inf-nan",
-         cvat_import(cvat_image(shapes='<skeleton label="person"><points label="nose" '
-                                       'points="inf,nan"/></skeleton>')),
-         ("<image> 0 ('a.jpg')", "<points label='nose'>", "finite number")),
-    Case("import-ls-x-nan", ls_import(text=json.dumps([task(result=[rect(x=math.nan)])])),
-         ("result[0] (id 'r1').value.x", "finite number", "nan")),
-    Case("eval-gt-boxes-nan-box", eval_gt(ann("bbox", [math.nan, 10, 20, 30])),
-         ("annotations[0] (id 442619).bbox[0]", "finite number")),
-    Case("eval-gt-boxes-negative-box", eval_gt(ann("bbox", [10, 10, -20, 30])),
-         ("annotations[0] (id 442619).bbox", "width and height must be >= 0")),
-    Case("eval-gt-boxes-1e308-box", eval_gt(ann("bbox", [1e308, 10, 1e308, 30])),
-         ("annotations[0] (id 442619)", "outside its image")),
-    Case("export-nan-keypoints-coco", export(nan_job), ("left out 2 persons", "non-finite"),
-         code=0),
-    Case("export-nan-keypoints-labelstudio", export(nan_job, fmt="labelstudio"),
-         ("left out 2 persons", "non-finite"), code=0),
+    Case(
+        "import-cvat-box-without-coordinates",
+        cvat_import(cvat_image(shapes='<box label="person_box" group_id="1"/>')),
+        ("ann.xml", "<image> 0 ('a.jpg')", "<box> 0: xtl", "expected a number"),
+    ),
+    Case(
+        "import-cvat-points-inf-nan",
+        cvat_import(
+            cvat_image(
+                shapes='<skeleton label="person"><points label="nose" points="inf,nan"/></skeleton>'
+            )
+        ),
+        ("<image> 0 ('a.jpg')", "<points label='nose'>", "finite number"),
+    ),
+    Case(
+        "import-ls-x-nan",
+        ls_import(text=json.dumps([task(result=[rect(x=math.nan)])])),
+        ("result[0] (id 'r1').value.x", "finite number", "nan"),
+    ),
+    Case(
+        "eval-gt-boxes-nan-box",
+        eval_gt(ann("bbox", [math.nan, 10, 20, 30])),
+        ("annotations[0] (id 442619).bbox[0]", "finite number"),
+    ),
+    Case(
+        "eval-gt-boxes-negative-box",
+        eval_gt(ann("bbox", [10, 10, -20, 30])),
+        ("annotations[0] (id 442619).bbox", "width and height must be >= 0"),
+    ),
+    Case(
+        "eval-gt-boxes-1e308-box",
+        eval_gt(ann("bbox", [1e308, 10, 1e308, 30])),
+        ("annotations[0] (id 442619)", "outside its image"),
+    ),
+    Case(
+        "export-nan-keypoints-coco", export(nan_job), ("left out 2 persons", "non-finite"), code=0
+    ),
+    Case(
+        "export-nan-keypoints-labelstudio",
+        export(nan_job, fmt="labelstudio"),
+        ("left out 2 persons", "non-finite"),
+        code=0,
+    ),
     # 4. an unreadable part file gives an output that looks complete.
-    Case("export-truncated-part", export(truncated_job),
-         ("run-000-part-000000-test0.parquet", "cannot be read", "--allow-partial")),
-    Case("review-truncated-part", review(truncated_job),
-         ("run-000-part-000000-test0.parquet", "cannot be read")),
-    Case("eval-job-truncated-part", eval_job(coco, truncated_job),
-         ("run-000-part-000000-test0.parquet", "cannot be read")),
+    Case(
+        "export-truncated-part",
+        export(truncated_job),
+        ("run-000-part-000000-test0.parquet", "cannot be read", "--allow-partial"),
+    ),
+    Case(
+        "review-truncated-part",
+        review(truncated_job),
+        ("run-000-part-000000-test0.parquet", "cannot be read"),
+    ),
+    Case(
+        "eval-job-truncated-part",
+        eval_job(coco, truncated_job),
+        ("run-000-part-000000-test0.parquet", "cannot be read"),
+    ),
     # 5. duplicates vanish or multiply.
-    Case("import-ls-two-rectangles-one-id", ls_import([task(result=[rect("p"), rect("p", x=50.0)])]),
-         ("regions [0] and [1]", "rectanglelabels with id 'p'")),
-    Case("import-cvat-image-listed-twice", cvat_import(cvat_image(), cvat_image()),
-         ("'a.jpg' is listed twice", "<image> 0 ('a.jpg') and <image> 1 ('a.jpg')")),
-    Case("import-ls-image-listed-twice", ls_import([task(), task(task_id=2)]),
-         ("'a.jpg' is listed twice", "tasks[0] (id 1) and tasks[1] (id 2)")),
-    Case("eval-duplicate-image-ids", eval_job(lambda t: coco(t, _second("images", file_name="b.jpg"))),
-         ("images[0] and images[4]", "same id 785")),
-    Case("eval-duplicate-annotation-ids", eval_job(lambda t: coco(t, _second("annotations"))),
-         ("annotations[0] and annotations[14]", "same id 442619")),
-    Case("eval-orphan-image-id", eval_job(lambda t: coco(t, ann("image_id", 12345))),
-         ("annotations[0] (id 442619)", "image_id 12345 is not the id of any image")),
+    Case(
+        "import-ls-two-rectangles-one-id",
+        ls_import([task(result=[rect("p"), rect("p", x=50.0)])]),
+        ("regions [0] and [1]", "rectanglelabels with id 'p'"),
+    ),
+    Case(
+        "import-cvat-image-listed-twice",
+        cvat_import(cvat_image(), cvat_image()),
+        ("'a.jpg' is listed twice", "<image> 0 ('a.jpg') and <image> 1 ('a.jpg')"),
+    ),
+    Case(
+        "import-ls-image-listed-twice",
+        ls_import([task(), task(task_id=2)]),
+        ("'a.jpg' is listed twice", "tasks[0] (id 1) and tasks[1] (id 2)"),
+    ),
+    Case(
+        "eval-duplicate-image-ids",
+        eval_job(lambda t: coco(t, _second("images", file_name="b.jpg"))),
+        ("images[0] and images[4]", "same id 785"),
+    ),
+    Case(
+        "eval-duplicate-annotation-ids",
+        eval_job(lambda t: coco(t, _second("annotations"))),
+        ("annotations[0] and annotations[14]", "same id 442619"),
+    ),
+    Case(
+        "eval-orphan-image-id",
+        eval_job(lambda t: coco(t, ann("image_id", 12345))),
+        ("annotations[0] (id 442619)", "image_id 12345 is not the id of any image"),
+    ),
     # 6. no upper bounds.
-    Case("synth-size-100000",
-         lambda t: ["synth", "--out", "s", "--images", "1", "--seed", "1", "--size", "100000"],
-         ("got 100000 for size", "64 to 4096")),
-    Case("import-ls-width-1e300", ls_import([task(width=1e300)]),
-         ("tasks[0] (id 1).data.width", "valid integer")),
-    Case("import-cvat-width-1e300", cvat_import(cvat_image(width="1e300")),
-         ("<image> 0 ('a.jpg')", "width", "'1e300'")),
-    Case("import-cvat-file-name-climbs-out", cvat_import(cvat_image(name="../x.jpg")),
-         ("'../x.jpg' climbs out of the image root",)),
-    Case("eval-images-file-name-climbs-out", eval_gt(image("file_name", "../secret.txt")),
-         ("images[0] (id 785)", "'../secret.txt' climbs out of --images")),
+    Case(
+        "synth-size-100000",
+        lambda t: ["synth", "--out", "s", "--images", "1", "--seed", "1", "--size", "100000"],
+        ("got 100000 for size", "64 to 4096"),
+    ),
+    Case(
+        "import-ls-width-1e300",
+        ls_import([task(width=1e300)]),
+        ("tasks[0] (id 1).data.width", "valid integer"),
+    ),
+    Case(
+        "import-cvat-width-1e300",
+        cvat_import(cvat_image(width="1e300")),
+        ("<image> 0 ('a.jpg')", "width", "'1e300'"),
+    ),
+    Case(
+        "import-cvat-file-name-climbs-out",
+        cvat_import(cvat_image(name="../x.jpg")),
+        ("'../x.jpg' climbs out of the image root",),
+    ),
+    Case(
+        "eval-images-file-name-climbs-out",
+        eval_gt(image("file_name", "../secret.txt")),
+        ("images[0] (id 785)", "'../secret.txt' climbs out of --images"),
+    ),
 ]
 
 OWN_CASES = [
     # Outputs.
-    Case("export-out-fifo", with_file("pipe", os.mkfifo, export(job, out="pipe")),
-         ("'pipe'", "FIFO")),
+    Case(
+        "export-out-fifo", with_file("pipe", os.mkfifo, export(job, out="pipe")), ("'pipe'", "FIFO")
+    ),
     Case("export-out-folder", with_file("x.json", folder, export(job)), ("x.json", "is a folder")),
-    Case("export-out-symlink-replaced-when-asked",
-         with_file("x.json", link_to("precious.txt"),
-                   with_file("precious.txt", regular, export(job, "--replace-symlink"))),
-         ("exported 6 images",), code=0, check=link_replaced_target_kept),
-    Case("export-out-parent-is-a-file",
-         with_file("notdir", regular, export(job, out="notdir/x.json")),
-         ("notdir/x.json", "cannot be created")),
-    Case("export-cvat-sidecar-is-a-device",
-         with_file("x.labels.json", make_device, export(job, out="x.xml", fmt="cvat")),
-         ("x.labels.json", "not a regular file")),
-    Case("import-out-device", with_file("train.json", make_device, ls_import()),
-         ("train.json", "not a regular file")),
-    Case("import-out-symlink", with_file("train.json", link_to("/proc/self/fd/1"), ls_import()),
-         ("train.json", "symbolic link")),
-    Case("import-input-fifo",
-         with_file("in.json", os.mkfifo,
-                   lambda t: ["import", "--format", "labelstudio", "in.json", "--out", "o.json"]),
-         ("in.json", "is a FIFO")),
-    Case("review-out-is-a-file", with_file("gallery", regular, review(job)),
-         ("'gallery'", "expected a folder")),
-    Case("review-index-html-is-a-symlink",
-         with_file("gallery", folder,
-                   with_file("gallery/index.html", link_to("/proc/self/fd/1"), review(job))),
-         ("index.html", "symbolic link")),
-    Case("review-thumbs-is-a-file", with_file("gallery/thumbs", regular, review(job)),
-         ("thumbs", "expected a folder")),
+    Case(
+        "export-out-symlink-replaced-when-asked",
+        with_file(
+            "x.json",
+            link_to("precious.txt"),
+            with_file("precious.txt", regular, export(job, "--replace-symlink")),
+        ),
+        ("exported 6 images",),
+        code=0,
+        check=link_replaced_target_kept,
+    ),
+    Case(
+        "export-out-parent-is-a-file",
+        with_file("notdir", regular, export(job, out="notdir/x.json")),
+        ("notdir/x.json", "cannot be created"),
+    ),
+    Case(
+        "export-cvat-sidecar-is-a-device",
+        with_file("x.labels.json", make_device, export(job, out="x.xml", fmt="cvat")),
+        ("x.labels.json", "not a regular file"),
+    ),
+    Case(
+        "import-out-device",
+        with_file("train.json", make_device, ls_import()),
+        ("train.json", "not a regular file"),
+    ),
+    Case(
+        "import-out-symlink",
+        with_file("train.json", link_to("/proc/self/fd/1"), ls_import()),
+        ("train.json", "symbolic link"),
+    ),
+    Case(
+        "import-input-fifo",
+        with_file(
+            "in.json",
+            os.mkfifo,
+            lambda t: ["import", "--format", "labelstudio", "in.json", "--out", "o.json"],
+        ),
+        ("in.json", "is a FIFO"),
+    ),
+    Case(
+        "review-out-is-a-file",
+        with_file("gallery", regular, review(job)),
+        ("'gallery'", "expected a folder"),
+    ),
+    Case(
+        "review-index-html-is-a-symlink",
+        with_file(
+            "gallery",
+            folder,
+            with_file("gallery/index.html", link_to("/proc/self/fd/1"), review(job)),
+        ),
+        ("index.html", "symbolic link"),
+    ),
+    Case(
+        "review-thumbs-is-a-file",
+        with_file("gallery/thumbs", regular, review(job)),
+        ("thumbs", "expected a folder"),
+    ),
     Case("review-limit-unbounded", review(job, "--limit", "1000000000"), ("--limit", "1 to 10000")),
-    Case("review-out-on-unreachable-storage", review(job, out="s3://b/gallery"),
-         ("cannot write 's3://b/gallery'", "EndpointConnectionError"), env=UNREACHABLE),
-    Case("eval-eval-json-is-a-symlink",
-         with_file("ev", folder, with_file("ev/eval.json", link_to("/proc/self/fd/1"), eval_job())),
-         ("eval.json", "symbolic link")),
-    Case("eval-rows-is-a-file", with_file("ev/rows", regular, eval_job()),
-         ("rows", "expected a folder")),
-    Case("eval-output-on-unreachable-storage", eval_job(out="s3://b/ev"),
-         ("cannot write 's3://b/ev'", "EndpointConnectionError"), env=UNREACHABLE),
+    Case(
+        "review-out-on-unreachable-storage",
+        review(job, out="s3://b/gallery"),
+        ("cannot write 's3://b/gallery'", "EndpointConnectionError"),
+        env=UNREACHABLE,
+    ),
+    Case(
+        "eval-eval-json-is-a-symlink",
+        with_file("ev", folder, with_file("ev/eval.json", link_to("/proc/self/fd/1"), eval_job())),
+        ("eval.json", "symbolic link"),
+    ),
+    Case(
+        "eval-rows-is-a-file",
+        with_file("ev/rows", regular, eval_job()),
+        ("rows", "expected a folder"),
+    ),
+    Case(
+        "eval-output-on-unreachable-storage",
+        eval_job(out="s3://b/ev"),
+        ("cannot write 's3://b/ev'", "EndpointConnectionError"),
+        env=UNREACHABLE,
+    ),
     # COCO keypoints (eval --annotations).
-    Case("eval-width-zero", eval_job(lambda t: coco(t, image("width", 0))),
-         ("images[0] (id 785).width", "greater than or equal to 1")),
-    Case("eval-width-1e300", eval_job(lambda t: coco(t, image("width", 1e300))),
-         ("images[0] (id 785).width", "valid integer")),
-    Case("eval-bbox-of-three-numbers", eval_job(lambda t: coco(t, ann("bbox", [1, 2, 3]))),
-         ("annotations[0] (id 442619).bbox", "at least 4")),
-    Case("eval-wrong-dataset", eval_job(coco, job, "--dataset", "crowdpose"),
-         ("annotations[0] (id 442619)", "17 keypoints", "wrong --dataset")),
-    Case("eval-iscrowd-is-a-string", eval_job(lambda t: coco(t, ann("iscrowd", "no"))),
-         ("annotations[0] (id 442619).iscrowd", "expected 0 or 1")),
-    Case("eval-orphan-category", eval_job(lambda t: coco(t, ann("category_id", 7))),
-         ("annotations[0] (id 442619)", "category_id 7 is not in categories")),
-    Case("eval-one-file-name-twice",
-         eval_job(lambda t: coco(t, _second("images", id=1))),
-         ("images[0] and images[4]", "same file_name '000000000785.jpg'")),
+    Case(
+        "eval-width-zero",
+        eval_job(lambda t: coco(t, image("width", 0))),
+        ("images[0] (id 785).width", "greater than or equal to 1"),
+    ),
+    Case(
+        "eval-width-1e300",
+        eval_job(lambda t: coco(t, image("width", 1e300))),
+        ("images[0] (id 785).width", "valid integer"),
+    ),
+    Case(
+        "eval-bbox-of-three-numbers",
+        eval_job(lambda t: coco(t, ann("bbox", [1, 2, 3]))),
+        ("annotations[0] (id 442619).bbox", "at least 4"),
+    ),
+    Case(
+        "eval-wrong-dataset",
+        eval_job(coco, job, "--dataset", "crowdpose"),
+        ("annotations[0] (id 442619)", "17 keypoints", "wrong --dataset"),
+    ),
+    Case(
+        "eval-iscrowd-is-a-string",
+        eval_job(lambda t: coco(t, ann("iscrowd", "no"))),
+        ("annotations[0] (id 442619).iscrowd", "expected 0 or 1"),
+    ),
+    Case(
+        "eval-orphan-category",
+        eval_job(lambda t: coco(t, ann("category_id", 7))),
+        ("annotations[0] (id 442619)", "category_id 7 is not in categories"),
+    ),
+    Case(
+        "eval-one-file-name-twice",
+        eval_job(lambda t: coco(t, _second("images", id=1))),
+        ("images[0] and images[4]", "same file_name '000000000785.jpg'"),
+    ),
     Case("eval-not-json", eval_job(lambda t: coco(t, text="{images: []")), ("gt.json", "not JSON")),
-    Case("eval-not-utf8", eval_job(lambda t: coco(t, text=b"\xff\xfe{}")), ("gt.json", "not UTF-8")),
-    Case("eval-a-list-not-an-object", eval_job(lambda t: coco(t, text="[]")),
-         ("gt.json", "valid dictionary")),
-    Case("eval-visibility-3", eval_job(lambda t: coco(t, ann("keypoints", [1, 1, 3] * 17))),
-         ("annotations[0] (id 442619).keypoints", "visibility 3")),
-    Case("eval-keypoint-far-outside", eval_job(lambda t: coco(t, ann("keypoints", [9e6, 1, 2] * 17))),
-         ("annotations[0] (id 442619)", "keypoint lies more than an image size outside")),
-    Case("eval-annotations-missing", eval_job(lambda t: "absent.json"), ("'absent.json' does not exist",)),
-    Case("eval-annotations-a-folder", with_file("gt.json", folder, eval_job(lambda t: "gt.json")),
-         ("'gt.json' is a folder",)),
-    Case("eval-allow-partial-needs-job", eval_gt(None, None, "--allow-partial"),
-         ("--allow-partial", "goes with --job")),
+    Case(
+        "eval-not-utf8", eval_job(lambda t: coco(t, text=b"\xff\xfe{}")), ("gt.json", "not UTF-8")
+    ),
+    Case(
+        "eval-a-list-not-an-object",
+        eval_job(lambda t: coco(t, text="[]")),
+        ("gt.json", "valid dictionary"),
+    ),
+    Case(
+        "eval-visibility-3",
+        eval_job(lambda t: coco(t, ann("keypoints", [1, 1, 3] * 17))),
+        ("annotations[0] (id 442619).keypoints", "visibility 3"),
+    ),
+    Case(
+        "eval-keypoint-far-outside",
+        eval_job(lambda t: coco(t, ann("keypoints", [9e6, 1, 2] * 17))),
+        ("annotations[0] (id 442619)", "keypoint lies more than an image size outside"),
+    ),
+    Case(
+        "eval-annotations-missing",
+        eval_job(lambda t: "absent.json"),
+        ("'absent.json' does not exist",),
+    ),
+    Case(
+        "eval-annotations-a-folder",
+        with_file("gt.json", folder, eval_job(lambda t: "gt.json")),
+        ("'gt.json' is a folder",),
+    ),
+    Case(
+        "eval-allow-partial-needs-job",
+        eval_gt(None, None, "--allow-partial"),
+        ("--allow-partial", "goes with --job"),
+    ),
     # Partial results, accepted and said so.
-    Case("eval-job-partial-accepted", eval_job(coco, truncated_job, "--allow-partial"),
-         ("PARTIAL", "run-000-part-000000-test0.parquet"), code=0, check=says_partial_in("ev/eval.json")),
-    Case("export-partial-accepted", export(truncated_job, "--allow-partial"),
-         ("PARTIAL", "run-000-part-000000-test0.parquet"), code=0, check=says_partial_in("x.json")),
-    Case("review-partial-accepted", review(truncated_job, "--allow-partial"),
-         ("PARTIAL", "run-000-part-000000-test0.parquet"), code=0,
-         check=says_partial_in("gallery/index.html")),
-    Case("review-nan-persons-left-out-and-said", review(nan_job), ("left out 2 persons", "non-finite"),
-         code=0),
+    Case(
+        "eval-job-partial-accepted",
+        eval_job(coco, truncated_job, "--allow-partial"),
+        ("PARTIAL", "run-000-part-000000-test0.parquet"),
+        code=0,
+        check=says_partial_in("ev/eval.json"),
+    ),
+    Case(
+        "export-partial-accepted",
+        export(truncated_job, "--allow-partial"),
+        ("PARTIAL", "run-000-part-000000-test0.parquet"),
+        code=0,
+        check=says_partial_in("x.json"),
+    ),
+    Case(
+        "review-partial-accepted",
+        review(truncated_job, "--allow-partial"),
+        ("PARTIAL", "run-000-part-000000-test0.parquet"),
+        code=0,
+        check=says_partial_in("gallery/index.html"),
+    ),
+    Case(
+        "review-nan-persons-left-out-and-said",
+        review(nan_job),
+        ("left out 2 persons", "non-finite"),
+        code=0,
+    ),
     # The job's own rows.
-    Case("export-part-row-with-an-unknown-status", export(lambda t: row_job(t, status="maybe")),
-         ("run-000-part-000000-test0.parquet", "row 0: status 'maybe'")),
-    Case("review-part-ok-row-of-width-zero", review(lambda t: row_job(t, width=0)),
-         ("run-000-part-000000-test0.parquet", "row 0: an ok row with width 0")),
+    Case(
+        "export-part-row-with-an-unknown-status",
+        export(lambda t: row_job(t, status="maybe")),
+        ("run-000-part-000000-test0.parquet", "row 0: status 'maybe'"),
+    ),
+    Case(
+        "review-part-ok-row-of-width-zero",
+        review(lambda t: row_job(t, width=0)),
+        ("run-000-part-000000-test0.parquet", "row 0: an ok row with width 0"),
+    ),
     # Label Studio.
     Case("import-ls-task-not-an-object", ls_import(["a.jpg"]), ("tasks[0]", "valid dictionary")),
-    Case("import-ls-without-data-image", ls_import([{"id": 3, "data": {}}]),
-         ("tasks[0] (id 3).data.image", "Field required")),
-    Case("import-ls-rotation-nan", ls_import(text=json.dumps([task(result=[rect(rotation=math.nan)])])),
-         ("value.rotation", "finite number")),
-    Case("import-ls-original-width-zero", ls_import([task(result=[{**rect(), "original_width": 0}])]),
-         ("result[0] (id 'r1').original_width", "greater than or equal to 1")),
-    Case("import-ls-x-far-outside", ls_import([task(result=[rect(x=500.0)])]),
-         ("result[0] (id 'r1').value.x", "less than or equal to 200")),
-    Case("import-ls-two-keypoints-one-id", ls_import([task(result=[rect(), point("k"), point("k", "left_eye")])]),
-         ("regions [1] and [2]", "keypointlabels with id 'k'")),
-    Case("import-ls-annotations-a-string", ls_import([{**task(), "annotations": "done"}]),
-         ("tasks[0] (id 1).annotations", "valid list")),
-    Case("import-ls-file-name-climbs-out", ls_import([task(image="a/../../b.jpg")]),
-         ("'a/../../b.jpg' climbs out of the image root",)),
+    Case(
+        "import-ls-without-data-image",
+        ls_import([{"id": 3, "data": {}}]),
+        ("tasks[0] (id 3).data.image", "Field required"),
+    ),
+    Case(
+        "import-ls-rotation-nan",
+        ls_import(text=json.dumps([task(result=[rect(rotation=math.nan)])])),
+        ("value.rotation", "finite number"),
+    ),
+    Case(
+        "import-ls-original-width-zero",
+        ls_import([task(result=[{**rect(), "original_width": 0}])]),
+        ("result[0] (id 'r1').original_width", "greater than or equal to 1"),
+    ),
+    Case(
+        "import-ls-x-far-outside",
+        ls_import([task(result=[rect(x=500.0)])]),
+        ("result[0] (id 'r1').value.x", "less than or equal to 200"),
+    ),
+    Case(
+        "import-ls-two-keypoints-one-id",
+        ls_import([task(result=[rect(), point("k"), point("k", "left_eye")])]),
+        ("regions [1] and [2]", "keypointlabels with id 'k'"),
+    ),
+    Case(
+        "import-ls-annotations-a-string",
+        ls_import([{**task(), "annotations": "done"}]),
+        ("tasks[0] (id 1).annotations", "valid list"),
+    ),
+    Case(
+        "import-ls-file-name-climbs-out",
+        ls_import([task(image="a/../../b.jpg")]),
+        ("'a/../../b.jpg' climbs out of the image root",),
+    ),
     Case("import-ls-not-a-list", ls_import({"tasks": []}), ("tasks.json", "not a list of tasks")),
     # CVAT.
-    Case("import-cvat-not-xml", cvat_import(text="<annotations><image"), ("ann.xml", "not CVAT XML")),
+    Case(
+        "import-cvat-not-xml", cvat_import(text="<annotations><image"), ("ann.xml", "not CVAT XML")
+    ),
     Case("import-cvat-width-text", cvat_import(cvat_image(width="wide")), ("width", "'wide'")),
-    Case("import-cvat-points-of-three-numbers",
-         cvat_import(cvat_image(shapes='<skeleton label="person"><points label="nose" '
-                                       'points="1,2,3"/></skeleton>')),
-         ("<points label='nose'>", "expected 'x,y'")),
-    Case("import-cvat-box-upside-down",
-         cvat_import(cvat_image(shapes='<box label="person_box" xtl="30" ytl="10" xbr="10" ybr="40"/>')),
-         ("<box> 0", "above or left of top-left")),
-    Case("import-cvat-group-id-text",
-         cvat_import(cvat_image(shapes='<box label="person_box" xtl="1" ytl="1" xbr="2" ybr="2" '
-                                       'group_id="one"/>')),
-         ("<box> 0", "group_id", "'one'")),
-    Case("import-cvat-point-far-outside",
-         cvat_import(cvat_image(shapes='<skeleton label="person"><points label="nose" '
-                                       'points="1e9,5"/></skeleton>')),
-         ("<points label='nose'>", "outside the image")),
-    Case("import-cvat-one-keypoint-twice",
-         cvat_import(cvat_image(shapes='<skeleton label="person"><points label="nose" points="1,1"/>'
-                                       '<points label="nose" points="2,2"/></skeleton>')),
-         ("<points label='nose'>", "second keypoint")),
-    Case("synth-images-unbounded",
-         lambda t: ["synth", "--out", "s", "--images", "100000000", "--seed", "1"],
-         ("got 100000000 for images", "1 to 100000")),
+    Case(
+        "import-cvat-points-of-three-numbers",
+        cvat_import(
+            cvat_image(
+                shapes='<skeleton label="person"><points label="nose" points="1,2,3"/></skeleton>'
+            )
+        ),
+        ("<points label='nose'>", "expected 'x,y'"),
+    ),
+    Case(
+        "import-cvat-box-upside-down",
+        cvat_import(
+            cvat_image(shapes='<box label="person_box" xtl="30" ytl="10" xbr="10" ybr="40"/>')
+        ),
+        ("<box> 0", "above or left of top-left"),
+    ),
+    Case(
+        "import-cvat-group-id-text",
+        cvat_import(
+            cvat_image(
+                shapes='<box label="person_box" xtl="1" ytl="1" xbr="2" ybr="2" group_id="one"/>'
+            )
+        ),
+        ("<box> 0", "group_id", "'one'"),
+    ),
+    Case(
+        "import-cvat-point-far-outside",
+        cvat_import(
+            cvat_image(
+                shapes='<skeleton label="person"><points label="nose" points="1e9,5"/></skeleton>'
+            )
+        ),
+        ("<points label='nose'>", "outside the image"),
+    ),
+    Case(
+        "import-cvat-one-keypoint-twice",
+        cvat_import(
+            cvat_image(
+                shapes='<skeleton label="person"><points label="nose" points="1,1"/>'
+                '<points label="nose" points="2,2"/></skeleton>'
+            )
+        ),
+        ("<points label='nose'>", "second keypoint"),
+    ),
+    Case(
+        "synth-images-unbounded",
+        lambda t: ["synth", "--out", "s", "--images", "100000000", "--seed", "1"],
+        ("got 100000000 for images", "1 to 100000"),
+    ),
     # What works must still work, and write strict JSON.
     Case("import-ls-clean", ls_import(), ("imported 1 images, 1 persons",), code=0),
     Case("import-cvat-clean", cvat_import(), ("imported 1 images, 1 persons",), code=0),

@@ -154,7 +154,15 @@ def test_a_changed_boxes_file_changes_the_job_fingerprint(tmp_path):
     assert job_fingerprint(spec, weights, load_external_boxes(spec)) != first
     # Without boxes, and with optional settings off, nothing new enters the fingerprint.
     plain = job_fingerprint(job_spec(tmp_path), weights)
-    assert "stage1_boxes" not in plain and "recovered_dedupe_oks" not in plain["filter"]
+    assert "stage1_boxes" not in plain and plain["filter"]["recovered_dedupe_oks"] == 0.8
+    dedupe_off = JobSpec.parse(
+        {
+            "inputs": [str(tmp_path)],
+            "output": str(tmp_path / "out"),
+            "filter": {"recovered_dedupe_oks": None},
+        }
+    )
+    assert "recovered_dedupe_oks" not in job_fingerprint(dedupe_off, weights)["filter"]
 
 
 # --- the filter on stage 1's poses with external boxes ---------------------------------------

@@ -29,7 +29,7 @@ def test_settings_that_shape_rows_change_the_fingerprint():
     base = job_fingerprint(spec(), WEIGHTS)
     for changed in (
         {"filter": {"mode": "none"}},
-        {"filter": {"duplicate_oks": 0.5}},
+        {"filter": {"duplicate_oks": 0.6}},
         {"decode": {"max_side": 512}},
         {"proposals_per_image": 50},
         {"peaks_per_keypoint": 10},

@@ -31,11 +31,20 @@ def model(loaded, *views: View, top_k: int = 100) -> ZooCoarsePoseModel:
     return ZooCoarsePoseModel(loaded, DEVICE, top_k, views, 0.05, "float32")
 
 
-def test_a_tiled_view_skips_images_whose_tiles_would_be_upsampled():
+def test_views_skip_images_they_would_only_enlarge():
     view = View(256, grid=2, overlap=0.25)
     assert len(view.windows((1024, 768))) == 4
     assert len(view.windows((300, 200))) == 0  # 171 x 114 tiles: smaller than the input
-    assert len(View(256).windows((100, 80))) == 1  # a whole-image view always runs
+    assert len(View(512).windows((256, 200))) == 1  # enlarged twice: still runs
+    assert len(View(512).windows((200, 150))) == 0  # 2.56 times: no detail to add
+
+
+def test_an_image_too_small_for_every_view_still_gets_one_pass(multipose, photo):
+    tiny = np.ascontiguousarray(photo[::4, ::4])  # 160 x 108
+    (found,) = model(multipose, View(512), View(256, grid=2))([tiny])
+    (alone,) = model(multipose, View(256))([tiny])  # the smallest input, whole image
+    assert found.network_inputs == 1
+    np.testing.assert_allclose(found.box_scores, alone.box_scores, atol=1e-5)
 
 
 def test_each_tile_finds_what_the_network_finds_on_that_crop_shifted_to_the_image(multipose, photo):
