@@ -24,9 +24,10 @@ from tests.helpers import REPO_ROOT, cli_env, run_cli, write_images, write_job_s
 RAY = str(Path(sys.executable).parent / "ray")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_head() -> Iterator[str]:
-    """A Ray head node on loopback with the Jobs API; yields the dashboard URL."""
+    """A Ray head node on loopback with the Jobs API; yields the dashboard URL. One per module:
+    the jobs have their own ids and folders, and a head takes about 30 s to stop on 2 cores."""
     port, dashboard_port = _free_port(), _free_port()
     temp_dir = tempfile.mkdtemp(prefix="dpray-", dir="/tmp")  # short: Ray's socket paths are capped
     head = subprocess.Popen(
