@@ -3,7 +3,7 @@
 Each :class:`ZooNetwork` says which TF.js graph model it comes from, where the import cuts
 the graph (the input node after the model's own single-image pre-processing, the head
 outputs before its single-image decoding), what role it plays in DetPose's stages and whose
-work it is. The stage models a job spec can name (``STAGE1_MODELS``, ``REFINER_MODELS``
+work it is. The stage models a job spec can name (``Stage1Model``, ``RefinerModel``
 in ``schemas/spec.py``) are made of these networks.
 """
 

@@ -84,3 +84,19 @@ def test_model_table_matches_the_code():
             with counter, torch.no_grad():
                 net.eval()(torch.zeros(shape))
             assert round(counter.get_total_flops() / 1e9, 3) == gflops, (preset, network)
+
+
+def test_filter_parameter_table_matches_the_spec_defaults():
+    """docs/filtering.md's parameter table states each FilterSpec default; it must not go stale."""
+    from schemas.filtering import FilterSpec
+
+    text = (REPO_ROOT / "docs" / "filtering.md").read_text()
+    table = text[text.index("## Parameters") :].split("\n## ", 1)[0]
+    documented = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`"):
+            documented[cells[0].strip("`")] = cells[1].split()[0].strip("`")
+    assert set(documented) == set(FilterSpec.model_fields)
+    for name, field in FilterSpec.model_fields.items():
+        assert documented[name] == str(field.default), (name, documented[name], field.default)
