@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from jobs.cli import build_parser
+from schemas.filtering import FilterSpec
 from schemas.output import ANNOTATION_SCHEMA, COUNT_FIELDS, PERSON_TYPE, JobStats
 from schemas.spec import JobSpec
 from tests.conftest import REPO_ROOT
@@ -88,8 +89,6 @@ def test_model_table_matches_the_code():
 
 def test_filter_parameter_table_matches_the_spec_defaults():
     """docs/filtering.md's parameter table states each FilterSpec default; it must not go stale."""
-    from schemas.filtering import FilterSpec
-
     text = (REPO_ROOT / "docs" / "filtering.md").read_text()
     table = text[text.index("## Parameters") :].split("\n## ", 1)[0]
     documented = {}
