@@ -12,7 +12,6 @@ import logging
 import sys
 
 from jobs import (
-    bench_cmd,
     cluster_cmd,
     crowd_report_cmd,
     eval_cmd,
@@ -26,6 +25,7 @@ from jobs import (
     synth_demo_cmd,
     train_cmd,
 )
+from jobs.bench import command as bench_cmd
 from jobs.cluster_cmd import ClusterError
 from schemas.spec import SpecError
 

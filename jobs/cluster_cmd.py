@@ -114,12 +114,26 @@ def cluster_entrypoint(command: list[str]) -> str:
     return " ".join(["python", "-m", "jobs.cli", *map(shlex.quote, words), "--spec", SPEC_NAME])
 
 
+def _check_networks(spec: JobSpec) -> None:
+    """Each stage names a network this DetPose knows, with options it takes: checked here,
+    before anything is sent (the weights themselves are read on the cluster)."""
+    from model.networks.base import NetworkError
+    from model.networks.resolve import stage_adapter
+
+    for kind in ("stage1", "refiner"):
+        try:
+            stage_adapter(kind, getattr(spec, kind))
+        except NetworkError as exc:
+            raise SpecError(f"{kind}.model: {exc}") from None
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     overrides = {
         k: v for k, v in (("job_id", args.job_id), ("output", args.output)) if v is not None
     }
     spec = JobSpec.from_yaml(args.spec, overrides)
     _reject_inline_credentials(spec)
+    _check_networks(spec)
     entrypoint = cluster_entrypoint(args.command)
     client = jobs_client(args.address)
     submission_id = args.submission_id or f"detpose-{spec.job_id}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, get_args
 
 if TYPE_CHECKING:  # the annotation only: jobs.common is imported by every command
     from pipeline.job_parts import PartsReport
@@ -20,6 +20,12 @@ if TYPE_CHECKING:  # the annotation only: jobs.common is imported by every comma
 LOCAL_CPU_OVERSUBSCRIPTION = 4
 MIN_LOCAL_LOGICAL_CPUS = 8
 
+
+
+def literal_choices(literal: Any) -> list[str]:
+    """A command line's choices for a spec field typed ``Literal[...]``: the spec's type is
+    the one list, so a new value reaches the flag without editing it."""
+    return [str(value) for value in get_args(literal)]
 
 def number_in(
     kind: type[int] | type[float],

@@ -218,7 +218,7 @@ def _network_costs() -> tuple[dict[tuple[str, str], float], dict[tuple[str, str]
     """GFLOPs per input and input side of every installed network, by (name, stage)."""
     from model.inference.inventory import installed_models
 
-    models = installed_models()
+    models = [m for m in installed_models() if m.installed]
     flops = {(m.name, m.stage): m.gflops or 0.0 for m in models}
     sides = {(m.name, m.stage): int(m.input_size.split("x")[0]) for m in models}
     return flops, sides
@@ -237,7 +237,7 @@ def model_gflops(run: Run, report: dict[str, Any]) -> float:
     images = max(report["images_ok"], 1)
     stage1 = 0.0
     if not run.gt_boxes:
-        views = spec.stage1.resolved_views(base)
+        views = spec.stage1.resolved_views()
         for size, inputs in inputs_by_size(views, report["stage1_inputs"] / images).items():
             stage1 += inputs * (size / base) ** 2 * flops[(spec.stage1.model, "stage1")]
     refiner = report["refinement_runs"] / images * flops[(spec.refiner.model, "refiner")]

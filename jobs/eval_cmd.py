@@ -14,12 +14,12 @@ import sys
 import time
 from typing import Any
 
-from jobs.common import add_local_ray_args, add_output_args, print_parts_report
+from jobs.common import add_local_ray_args, add_output_args, literal_choices, print_parts_report
 from model.evaluation.coco import DATASETS
 from schemas.filtering import FilterMode
 from schemas.spec import JobSpec, SpecError, load_yaml_mapping
 
-FILTER_MODES: tuple[str, ...] = FilterMode.__args__  # type: ignore[attr-defined]
+FILTER_MODES: tuple[str, ...] = tuple(literal_choices(FilterMode))
 
 
 def _modes(text: str) -> list[str]:
@@ -106,7 +106,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         match_job_uris,
         run_eval_rows,
     )
-    from pipeline.job import check_weights
+    from pipeline.model_stages import check_weights
     from pipeline.outputs import check_output_folder, write_json
     from schemas.spec import join_uri
 

@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jobs.common import add_local_ray_args, init_ray, number_in, quiet_ray_logs
+from jobs.common import add_local_ray_args, init_ray, literal_choices, number_in, quiet_ray_logs
 from jobs.redact import register_secrets
-from schemas.spec import JobSpec, SpecError
+from schemas.filtering import FilterMode
+from schemas.spec import DeviceName, JobSpec, SpecError
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 # Each progress line lists the output folder (one LIST request on S3): not more often than this.
@@ -37,8 +38,18 @@ def register(subparsers: Any) -> None:
     p.add_argument("--output", metavar="URI", help="output root (default: ./out)")
     p.add_argument("--job-id", metavar="ID", help="job id (default: 'default')")
     p.add_argument("--spec", metavar="FILE", help="YAML job spec; the flags above override it")
-    p.add_argument("--filter", choices=["coarse", "nms", "oks_nms", "none"], help="filter mode")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="model device")
+    p.add_argument("--filter", choices=literal_choices(FilterMode), help="filter mode")
+    p.add_argument("--device", choices=literal_choices(DeviceName), help="model device")
+    p.add_argument(
+        "--stage1-model",
+        metavar="NAME",
+        help="stage 1's network (stage1.model): a name `detpose models` lists",
+    )
+    p.add_argument(
+        "--refiner-model",
+        metavar="NAME",
+        help="the refiner's network (refiner.model): a name `detpose models` lists",
+    )
     p.add_argument(
         "--allow-changed-settings",
         action="store_true",
@@ -71,6 +82,8 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
         "job_id": args.job_id,
         "device": args.device,
         "filter": {"mode": args.filter} if args.filter else None,  # keeps the file's other fields
+        "stage1": {"model": args.stage1_model} if args.stage1_model else None,
+        "refiner": {"model": args.refiner_model} if args.refiner_model else None,
     }
     # None is a flag not given; an empty --job-id "" is given, and must fail validation.
     overrides = {field: value for field, value in flags.items() if value is not None}

@@ -8,11 +8,18 @@ import logging
 import yaml
 from pydantic import ValidationError
 
+from jobs.common import literal_choices
 from model.checkpoint import CheckpointError
 from model.inference.devices import resolve_device
 from model.training.datasets import RefinerDataset, Stage1Dataset, load_coco_keypoints
 from model.training.loop import train
-from schemas.model import CoarseNetConfig, RefinerConfig, coarse_preset, refiner_preset
+from schemas.network_configs import (
+    CoarseNetConfig,
+    RefinerConfig,
+    RefinerPresetName,
+    coarse_preset,
+    refiner_preset,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +34,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("network", choices=["stage1", "refiner"], help="which network to train")
     parser.add_argument(
+        "--model",
+        default="detposenet",
+        metavar="NAME",
+        help="the registered network to train (default detposenet; `detpose models` says "
+        "which are trainable)",
+    )
+    parser.add_argument(
         "--annotations", action="append", required=True, metavar="JSON",
         help="COCO person_keypoints JSON (path or fsspec URI); repeat with --images for more datasets",
     )  # fmt: skip
@@ -35,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="image root of the matching --annotations (file_name is joined onto it)",
     )  # fmt: skip
     parser.add_argument(
-        "--config", choices=["tiny", "paper", "paper-256x256", "paper-384x384"], default="tiny",
+        "--config", choices=literal_choices(RefinerPresetName), default="tiny",
         help="size preset; paper-256x256 and paper-384x384 are refiner presets with the "
         "paper's square crops",
     )  # fmt: skip
@@ -43,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--set", action="append", default=[], type=_config_override, metavar="FIELD=VALUE",
         dest="overrides",
         help="override one config field (VALUE is YAML: 0.3, off, [16, 8, 4]); repeatable. "
-        "Fields: schemas/model.py; e.g. --set msr=off --set mask_from=0.5",
+        "Fields: schemas/network_configs.py; e.g. --set msr=off --set mask_from=0.5",
     )  # fmt: skip
     parser.add_argument(
         "--out", required=True, metavar="CKPT", help="checkpoint path or fsspec URI"
@@ -125,6 +139,20 @@ def run_train(args: argparse.Namespace) -> int:
         logger.error(
             "got %d --annotations but %d --images; give one image root per annotation file",
             len(args.annotations), len(args.images),
+        )  # fmt: skip
+        return 2
+    from model.networks import registry
+    from model.networks.base import NetworkError
+
+    try:
+        adapter = registry.network(args.network, args.model)
+    except NetworkError as exc:
+        logger.error("%s", exc)
+        return 2
+    if not adapter.trainable:
+        logger.error(
+            "%s network %r is not trainable here; `detpose models` lists the trainable ones",
+            args.network, args.model,
         )  # fmt: skip
         return 2
     for flag in ("steps", "batch_size", "log_every", "save_every"):

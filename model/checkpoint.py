@@ -2,8 +2,12 @@
 
 A checkpoint file is ``torch.save`` of a dict holding only tensors and primitives::
 
-    {"format": 1, "kind": "stage1" | "refiner", "config": {...}, "state_dict": {...},
-     "record": {...}, "optimizer": {...} (optional, for resuming)}
+    {"format": 1, "kind": "stage1" | "refiner", "network": "detposenet", "config": {...},
+     "state_dict": {...}, "record": {...}, "optimizer": {...} (optional, for resuming)}
+
+``network`` names the registered network that reads it (``model/networks/registry.py``);
+files written before it existed are DetPoseNet's. This module knows the file format only:
+building a network from its config is the network adapter's (``model/networks``).
 
 It is always read with ``torch.load(weights_only=True)``: nothing pickled is trusted.
 """
@@ -21,9 +25,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from model.nets.coarse_net import CoarsePoseNet
-from model.nets.refine_net import PoseRefinementNet
-from schemas.model import CoarseNetConfig, RefinerConfig
+from schemas.network_configs import CoarseNetConfig, RefinerConfig
 
 CheckpointKind = Literal["stage1", "refiner"]
 CHECKPOINT_FORMAT = 1
@@ -66,17 +68,6 @@ def check_expected_sha256(data: bytes, name: str, expected_sha256: str | None) -
         )
 
 
-def build_model(kind: CheckpointKind, config: CoarseNetConfig | RefinerConfig) -> nn.Module:
-    """The network of ``kind`` for ``config``."""
-    if kind == "stage1" and isinstance(config, CoarseNetConfig):
-        return CoarsePoseNet(config)
-    if kind == "refiner" and isinstance(config, RefinerConfig):
-        return PoseRefinementNet(config)
-    raise ValueError(
-        f"got kind {kind!r} with a {type(config).__name__}; expected stage1/CoarseNetConfig or refiner/RefinerConfig"
-    )
-
-
 def check_primitives(value: Any, where: str) -> None:
     """Refuse anything ``torch.load(weights_only=True)`` would not read back."""
     # Exact types: subclasses (e.g. torch's TorchVersion str) are pickled as globals.
@@ -106,6 +97,7 @@ def save_checkpoint(
     config: CoarseNetConfig | RefinerConfig,
     record: dict[str, Any],
     optimizer_state: dict[str, Any] | None = None,
+    network: str = "detposenet",
 ) -> None:
     """Write a checkpoint (local path or fsspec URI); local files are replaced atomically.
 
@@ -116,12 +108,14 @@ def save_checkpoint(
         config: the config that built ``model``.
         record: training record of primitives (steps, losses, time, versions, data).
         optimizer_state: optional optimiser state dict, for resuming.
+        network: the registered network the checkpoint is for.
     """
     if kind not in _CONFIG_TYPES or not isinstance(config, _CONFIG_TYPES[kind]):
         raise ValueError(f"got kind {kind!r} with a {type(config).__name__}")
     payload: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
         "kind": kind,
+        "network": network,
         "config": config.model_dump(mode="json"),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "record": record,
@@ -243,59 +237,36 @@ def read_checkpoint_dict(
     return parse_checkpoint_bytes(read_checkpoint_bytes(name, storage_options), name, map_location)
 
 
-def load_checkpoint(
-    path_or_uri: str | os.PathLike,
-    kind: CheckpointKind,
-    map_location: str | torch.device = "cpu",
-    storage_options: Mapping[str, Any] | None = None,
-    expected_sha256: str | None = None,
-) -> tuple[nn.Module, CoarseNetConfig | RefinerConfig, dict[str, Any]]:
-    """Rebuild a network from a checkpoint.
-
-    Args:
-        path_or_uri: local path or fsspec URI.
-        kind: the expected kind, ``stage1`` or ``refiner``.
-        map_location: where tensors are loaded.
-        storage_options: fsspec options for a URI (endpoint, credentials).
-        expected_sha256: refuse the file unless its bytes hash to this (a checkpoint
-            replaced after a job checked it must not slip into that job).
-
-    Returns:
-        ``(model in eval mode, config, record)``.
+def checkpoint_config(
+    payload: Mapping[str, Any], name: str, kind: CheckpointKind, network: str
+) -> CoarseNetConfig | RefinerConfig:
+    """The validated config of a parsed checkpoint of ``kind`` for ``network``.
 
     Raises:
-        CheckpointError: unreadable, pickled objects, wrong kind, missing keys, invalid config,
-            a state dict that does not fit the config, or not the expected bytes.
+        CheckpointError: another kind or network, or an invalid config.
     """
-    name = os.fspath(path_or_uri)
     if kind not in _CONFIG_TYPES:
         raise CheckpointError(f"{name}: got kind {kind!r}; expected 'stage1' or 'refiner'")
-    data = read_checkpoint_bytes(name, storage_options)
-    check_expected_sha256(data, name, expected_sha256)
-    return model_from_checkpoint_bytes(data, name, kind, map_location)
-
-
-def model_from_checkpoint_bytes(
-    data: bytes, name: str, kind: CheckpointKind, map_location: str | torch.device = "cpu"
-) -> tuple[nn.Module, CoarseNetConfig | RefinerConfig, dict[str, Any]]:
-    """``load_checkpoint`` on bytes already read; ``name`` is used in messages."""
-    if kind not in _CONFIG_TYPES:
-        raise CheckpointError(f"{name}: got kind {kind!r}; expected 'stage1' or 'refiner'")
-    payload = parse_checkpoint_bytes(data, name, map_location)
     if payload["kind"] != kind:
         raise CheckpointError(f"{name}: holds a {payload['kind']!r} checkpoint, expected {kind!r}")
+    stored = payload.get("network", "detposenet")
+    if stored != network:
+        raise CheckpointError(f"{name}: holds a checkpoint of network {stored!r}, not {network!r}")
     try:
-        config = _CONFIG_TYPES[kind].model_validate(payload["config"])
+        return _CONFIG_TYPES[kind].model_validate(payload["config"])
     except ValidationError as exc:
         raise CheckpointError(f"{name}: invalid {kind} config: {exc}") from exc
-    model = build_model(kind, config)
+
+
+def load_state(net: nn.Module, payload: Mapping[str, Any], name: str, kind: str) -> None:
+    """Load a parsed checkpoint's state dict into ``net`` (strict).
+
+    Raises:
+        CheckpointError: the state dict does not fit the network.
+    """
     try:
-        model.load_state_dict(payload["state_dict"], strict=True)
+        net.load_state_dict(payload["state_dict"], strict=True)
     except (RuntimeError, TypeError) as exc:
         raise CheckpointError(
             f"{name}: state dict does not match its {kind} config: {str(exc).splitlines()[0]}"
         ) from exc
-    model.to(map_location)
-    model.eval()
-    record = payload["record"] if isinstance(payload["record"], dict) else {}
-    return model, config, record

@@ -1,7 +1,9 @@
 """The model stages as Ray Data actors: load a network once, then map batches.
 
-Stage 1 adds fixed-shape proposal, peak and limb-score columns; stage 3 refines person
-crops batched across the images of a batch and emits the final Arrow rows.
+Each actor receives only its own stage as the driver resolved it (``ResolvedStage``: the
+network adapter, checked weights, settings). Stage 1 adds the stage-1 record's columns;
+stage 3 refines person crops batched across the images of a batch and emits the final
+Arrow rows.
 """
 
 from __future__ import annotations
@@ -10,18 +12,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from model.codecs.boxes import box_areas, xywh_to_xyxy
 from model.codecs.coords import original_to_decoded
 from model.filtering.dedupe import dedupe_recovered
 from model.filtering.filters import oks_nms
-from model.inference.devices import resolve_device
-from model.inference.refiner import PoseRefinerModel, RefinedPoses
-from model.inference.stage1 import CoarsePoseModel
-from model.inference.weights import DETPOSENET, LoadedModel, StageKind, load_stage_model
-from model.inference.zoo_stage1 import View, ZooCoarsePoseModel
-from model.keypoints import NUM_KEYPOINTS, SKELETON
+from model.inference.refiner import RefinedPoses
+from model.networks.base import RefinerSettings, Stage1Settings
+from model.networks.resolve import ResolvedStage
 from pipeline.batches import (
     Batch,
     ok_rows,
@@ -31,20 +29,8 @@ from pipeline.batches import (
 )
 from pipeline.external_boxes import ExternalBoxes
 from pipeline.rows import annotation_table, person_records
-from pipeline.storage import storage_options
-from schemas.spec import JobSpec, StageSpec
-
-
-def load_stage_weights(
-    kind: StageKind, spec: JobSpec, device: torch.device, weights_sha256: str | None
-) -> LoadedModel:
-    """A stage's network, its checkpoint read with the job's storage settings (not the
-    environment's) and, given ``weights_sha256``, checked to be the bytes the driver checked."""
-    stage: StageSpec = getattr(spec, kind)
-    options = storage_options(stage.checkpoint, spec.storage) if stage.checkpoint else {}
-    return load_stage_model(
-        kind, stage.checkpoint, device, options, weights_sha256, model=stage.model
-    )
+from pipeline.stage1_record import Stage1Record
+from schemas.filtering import FilterSpec
 
 
 def row_boxes(boxes: ExternalBoxes, batch: Batch, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,70 +40,32 @@ def row_boxes(boxes: ExternalBoxes, batch: Batch, i: int) -> tuple[np.ndarray, n
 
 
 class CoarseStage:
-    """Stage 1 on each ok image: adds fixed-shape proposal columns, plus the peak and
-    limb-score columns (DetPoseNet) or the grouped coarse poses (zoo MoveNet).
+    """Stage 1 on each ok image: adds the stage-1 record's fixed-shape columns
+    (``pipeline/stage1_record.py``: proposals, and peaks with limb scores or grouped poses).
 
     With ``boxes`` (``stage1.boxes``), each image's boxes from that file replace the
-    network's proposals; grouped poses then keep their own proposal's score in
-    ``coarse_pose_scores`` (``CoarseProposals.with_boxes``).
+    network's proposals; grouped poses then keep their own proposal's score
+    (``CoarseProposals.with_boxes``).
     """
 
-    def __init__(
-        self,
-        spec: JobSpec,
-        weights_sha256: str | None = None,
-        boxes: ExternalBoxes | None = None,
-    ):
-        if (spec.stage1.boxes is None) != (boxes is None):
-            raise ValueError(
-                f"[internal] stage1.boxes is {spec.stage1.boxes!r} but the stage got "
-                f"{'no' if boxes is None else 'a'} box index"
-            )
+    def __init__(self, stage: ResolvedStage, boxes: ExternalBoxes | None = None):
         self.boxes = boxes
-        device = resolve_device(spec.device)
-        loaded = load_stage_weights("stage1", spec, device, weights_sha256)
-        self.proposals, self.peaks = spec.proposals_per_image, spec.peaks_per_keypoint
-        self.grouped = spec.stage1.model != DETPOSENET
-        self.model: CoarsePoseModel | ZooCoarsePoseModel
-        if self.grouped:
-            views = spec.stage1.resolved_views(loaded.config.network.input_size)
-            self.model = ZooCoarsePoseModel(
-                loaded,
-                device,
-                self.proposals,
-                [View(v.input_size, v.grid, v.overlap, v.tile_below_height) for v in views],
-                spec.filter.box_score_threshold,
-                spec.precision,
-            )
-        else:
-            self.model = CoarsePoseModel(
-                loaded,
-                device,
-                self.proposals,
-                self.peaks,
-                spec.filter.keypoint_score_threshold,
-                spec.precision,
-            )
+        self.model = stage.runner()
+        settings = stage.settings
+        assert isinstance(settings, Stage1Settings)
+        self.record = Stage1Record.of(
+            stage.adapter.groups_poses,
+            boxes is not None,
+            settings.proposals_per_image,
+            settings.peaks_per_keypoint,
+        )
 
     def __call__(self, batch: Batch) -> Batch:
         required = ("status", "image") + (("uri", "scale") if self.boxes else ())
         require_columns(batch, required, "stage 1")
         n, ok = len(batch["status"]), ok_rows(batch)
-        columns = {
-            "prop_boxes": np.zeros((n, self.proposals, 4), np.float32),
-            "prop_scores": np.zeros((n, self.proposals), np.float32),
-            "num_proposals": np.zeros(n, np.int32),
-            "count_stage1_inputs": np.zeros(n, np.int32),
-        }
-        if self.grouped:
-            columns["coarse_poses"] = np.zeros((n, self.proposals, NUM_KEYPOINTS, 3), np.float32)
-            if self.boxes:
-                columns["coarse_pose_scores"] = np.zeros((n, self.proposals), np.float32)
-        else:
-            columns["peaks"] = np.zeros((n, NUM_KEYPOINTS, self.peaks, 3), np.float32)
-            columns["limb_scores"] = np.zeros(
-                (n, len(SKELETON), self.peaks, self.peaks), np.float32
-            )
+        columns = self.record.empty(n)
+        columns["count_stage1_inputs"] = np.zeros(n, np.int32)
         results = per_image_or_isolated(self.model, [batch["image"][i] for i in ok])
         failures = {}
         for i, result in zip(ok, results, strict=True):
@@ -126,48 +74,26 @@ class CoarseStage:
                 continue
             if self.boxes:
                 result = result.with_boxes(*row_boxes(self.boxes, batch, i))
-            k = len(result.box_scores)
             columns["count_stage1_inputs"][i] = result.network_inputs
-            columns["prop_boxes"][i, :k] = result.boxes_xyxy
-            columns["prop_scores"][i, :k] = result.box_scores
-            columns["num_proposals"][i] = k
-            if result.poses_xys is not None:
-                columns["coarse_poses"][i, : len(result.poses_xys)] = result.poses_xys
-                if result.pose_scores is not None:
-                    columns["coarse_pose_scores"][i, : len(result.pose_scores)] = result.pose_scores
-            else:
-                columns["peaks"][i], columns["limb_scores"][i] = (
-                    result.peaks_xys,
-                    result.limb_scores,
-                )
+            self.record.put(columns, i, result)
         return with_internal_errors({**batch, **columns}, failures, "stage 1")
 
 
 class RefineStage:
-    """PoseRefinementNet over person crops batched across images; emits final Arrow rows."""
+    """The refiner over person crops batched across images; emits final Arrow rows, after
+    the filter's post-refinement step (mode none's OKS-NMS, the recovered-person dedupe)."""
 
-    def __init__(self, spec: JobSpec, max_crops: int, weights_sha256: str | None = None):
-        device = resolve_device(spec.device)
-        loaded = load_stage_weights("refiner", spec, device, weights_sha256)
-        self.model = PoseRefinerModel(
-            loaded,
-            device,
-            spec.flip_test,
-            max_crops,
-            spec.precision,
-            crop_padding=spec.refiner.crop_padding,
-            guide=spec.refiner.guide,
-            second_crop_padding=spec.refiner.second_crop_padding,
-        )
+    def __init__(self, stage: ResolvedStage, filtering: FilterSpec, max_crops: int):
+        self.model = stage.runner(max_crops)
+        settings = stage.settings
+        assert isinstance(settings, RefinerSettings)
         # The flip test and a second crop each double the refiner's passes per person;
         # stats count forward passes.
-        self.passes_per_crop = (2 if spec.flip_test else 1) * (
-            2 if spec.refiner.second_crop_padding is not None else 1
-        )
-        self.dedupe_oks = spec.filter.recovered_dedupe_oks
-        self.min_keypoint_score = spec.filter.keypoint_score_threshold
-        self.filter_mode = spec.filter.mode
-        self.oks_nms = spec.filter.oks_nms
+        self.passes_per_crop = settings.passes_per_crop
+        self.dedupe_oks = filtering.recovered_dedupe_oks
+        self.min_keypoint_score = filtering.keypoint_score_threshold
+        self.filter_mode = filtering.mode
+        self.oks_nms = filtering.oks_nms
 
     def __call__(self, batch: Batch) -> pa.Table:
         require_columns(

@@ -30,15 +30,14 @@ from model.evaluation.coco import (
     score,
 )
 from model.evaluation.results import collapsed_pairs, rows_to_results
-from model.inference.weights import StageWeights
 from model.keypoints import NUM_KEYPOINTS
+from model.networks.resolve import ResolvedStage
 from pipeline.errors import JobSetupError
 from pipeline.external_boxes import ExternalBoxes, load_external_boxes, match_file_name
 from pipeline.formats.coco import read_coco_keypoints
 from pipeline.formats.common import parse_json
 from pipeline.job import (
-    add_refiner,
-    add_stage1,
+    add_model_stage,
     add_task,
     check_devices,
     gpus_per_actor,
@@ -143,7 +142,7 @@ def build_eval_dataset(
     modes: Sequence[str],
     given_boxes: bool,
     gpus: dict[str, float],
-    weights: Mapping[str, Any],
+    weights: Mapping[str, ResolvedStage],
     cluster_gpus: float = 0.0,
     boxes: ExternalBoxes | None = None,
 ) -> ray.data.Dataset:
@@ -156,10 +155,10 @@ def build_eval_dataset(
     if given_boxes:
         ds = add_task(ds, spec, given_boxes_batch, gpu, max_persons=spec.filter.max_persons)
     else:
-        ds = add_stage1(ds, spec, gpus, weights, cluster_gpus, boxes)
+        ds = add_model_stage(ds, spec, weights["stage1"], gpus, cluster_gpus, boxes)
         specs = [spec.filter.model_copy(update={"mode": mode}) for mode in modes]
         ds = add_task(ds, spec, filter_batch_per_mode, gpu, specs=specs)
-    return add_refiner(ds, spec, gpus, weights, cluster_gpus)
+    return add_model_stage(ds, spec, weights["refiner"], gpus, cluster_gpus)
 
 
 def _check_one_row_each(table: pa.Table, uris: Sequence[str], modes: Sequence[str]) -> None:
@@ -191,7 +190,7 @@ def run_eval_rows(
     modes: Sequence[str],
     given_boxes: bool,
     rows_uri: str,
-    weights: Mapping[str, StageWeights],
+    weights: Mapping[str, ResolvedStage],
     no_progress_timeout_s: float | None = None,
     boxes: ExternalBoxes | None = None,
 ) -> EvalRun:
@@ -199,7 +198,7 @@ def run_eval_rows(
     each stage's weights came from, and per-stage rows (stage 1's count proves it ran once
     per image whatever the number of modes).
 
-    ``weights``: from ``pipeline.job.check_weights``, called before Ray started; ``boxes``:
+    ``weights``: from ``pipeline.model_stages.check_weights``, called before Ray started; ``boxes``:
     from ``eval_boxes``, likewise.
     """
     check_devices(spec, ray.cluster_resources().get("GPU", 0.0))

@@ -14,7 +14,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from model.inference.weights import DETPOSENET, StageWeights
+from model.networks.base import RefinerSettings
+from model.networks.resolve import ResolvedStage, stage_adapter, stage_settings
 from pipeline.errors import JobSetupError
 from pipeline.external_boxes import ExternalBoxes
 from pipeline.sink import write_text
@@ -34,7 +35,7 @@ class SettingsChangedError(JobSetupError):
 
 
 def job_fingerprint(
-    spec: JobSpec, weights: Mapping[str, StageWeights], boxes: ExternalBoxes | None = None
+    spec: JobSpec, weights: Mapping[str, ResolvedStage], boxes: ExternalBoxes | None = None
 ) -> dict[str, Any]:
     """Everything that changes a job's rows, as plain data (inputs and resources excluded).
 
@@ -47,17 +48,26 @@ def job_fingerprint(
     decode = spec.decode.model_dump(mode="json")
     filter_settings = spec.filter.model_dump(mode="json")
     optional: dict[str, Any] = {"stage1_boxes": boxes.fingerprint()} if boxes is not None else {}
-    if spec.stage1.model != DETPOSENET:
-        views = spec.stage1.resolved_views(model_input_size=0)
+    if "views" in stage_adapter("stage1", spec.stage1).options:
+        views = spec.stage1.resolved_views()
         if len(views) > 1 or views[0].grid > 1:  # one whole-image pass is stage1_input_size
             optional["stage1_views"] = [view.model_dump(mode="json") for view in views]
     if spec.decode.exposure != "off":
         optional["decode_exposure"] = {name: decode[name] for name in _EXPOSURE_FIELDS}
-    if spec.refiner.model != DETPOSENET:
+    refiner = stage_adapter("refiner", spec.refiner)
+    if "crop_padding" in refiner.options:
+        settings = stage_settings("refiner", spec, refiner)
+        assert isinstance(settings, RefinerSettings)
         optional["refiner_crops"] = {
-            "crop_padding": spec.refiner.crop_padding,
-            "second_crop_padding": spec.refiner.second_crop_padding,
-            "guide": spec.refiner.guide,
+            "crop_padding": settings.crop_padding or refiner.crop_padding,
+            "second_crop_padding": settings.second_crop_padding,
+            "guide": settings.guide,
+        }
+    if spec.stage1.onnx is not None or spec.refiner.onnx is not None:
+        optional["onnx"] = {
+            kind: stage.onnx.model_dump(mode="json")
+            for kind, stage in (("stage1", spec.stage1), ("refiner", spec.refiner))
+            if stage.onnx is not None
         }
     return {
         "weights": {kind: w.sha256 or w.source for kind, w in sorted(weights.items())},

@@ -18,12 +18,12 @@ from typing import Any
 import ray
 from ray.data import ActorPoolStrategy, DataContext, Dataset, SaveMode
 
-from model.checkpoint import CheckpointError
-from model.inference.weights import StageWeights, check_stage_weights
+from model.networks.resolve import ResolvedStage
 from pipeline.actors import CoarseStage, RefineStage
 from pipeline.errors import JobSetupError
 from pipeline.external_boxes import ExternalBoxes, load_external_boxes
 from pipeline.identity import job_fingerprint, new_run, read_runs, write_runs
+from pipeline.model_stages import check_weights, unchecked_stages
 from pipeline.part_files import PartFilenames
 from pipeline.progress import ProgressReporter
 from pipeline.resources import (
@@ -66,7 +66,6 @@ from pipeline.storage import (
     check_manifest,
     filesystem_for,
     list_inputs,
-    storage_options,
 )
 from pipeline.tasks import decode_batch, filter_batch
 from schemas.output import JobStats, RunRecord
@@ -154,10 +153,6 @@ def gpus_per_actor(spec: JobSpec, cluster_gpus: float) -> dict[str, float]:
     return {"stage1": resolve(spec.stage1.num_gpus), "refiner": resolve(spec.refiner.num_gpus)}
 
 
-def _sha256(weights: Mapping[str, StageWeights] | None, kind: str) -> str | None:
-    return weights[kind].sha256 if weights else None
-
-
 def read_and_decode(spec: JobSpec, source: Dataset) -> Dataset:
     """Fetch+decode tasks: one row per row of ``source`` (``uri`` plus any extra columns)."""
     return source.map_batches(
@@ -174,30 +169,35 @@ def on_gpu(spec: JobSpec, gpus: dict[str, float]) -> bool:
     return spec.device != "cpu" and gpus["stage1"] > 0
 
 
-def add_stage1(
+def add_model_stage(
     ds: Dataset,
     spec: JobSpec,
+    stage: ResolvedStage,
     gpus: dict[str, float],
-    weights: Mapping[str, StageWeights] | None,
     cluster_gpus: float = 0.0,
     boxes: ExternalBoxes | None = None,
 ) -> Dataset:
-    """The stage-1 actor pool: proposals, peaks and limb scores per image (proposals from
-    ``boxes`` when the spec has ``stage1.boxes``: the index travels once to each actor)."""
+    """A model stage's actor pool: stage 1 (proposals and coarse poses per image; proposals
+    from ``boxes`` when the spec has ``stage1.boxes``, the index travelling once to each
+    actor) or the refiner (refined poses, emitted as the output rows). Each actor receives
+    only its resolved stage, and checks it loads the very weights the driver checked."""
     gpu = on_gpu(spec, gpus)
+    kind = stage.kind
+    stage_spec = getattr(spec, kind)
+    if kind == "stage1":
+        actor, kwargs = CoarseStage, {"stage": stage, "boxes": boxes}
+    else:
+        kwargs = {"stage": stage, "filtering": spec.filter, "max_crops": max_crops_per_forward(gpu)}
+        actor = RefineStage
     return ds.map_batches(
-        CoarseStage,
-        fn_constructor_kwargs={
-            "spec": spec,
-            "weights_sha256": _sha256(weights, "stage1"),
-            "boxes": boxes,
-        },
-        compute=ActorPoolStrategy(size=resolved_pool_sizes(spec, gpu, cluster_gpus).stage1),
-        batch_size=resolved_batch_sizes(spec, gpu).stage1,
+        actor,
+        fn_constructor_kwargs=kwargs,
+        compute=ActorPoolStrategy(size=getattr(resolved_pool_sizes(spec, gpu, cluster_gpus), kind)),
+        batch_size=getattr(resolved_batch_sizes(spec, gpu), kind),
         batch_format="numpy",
-        num_cpus=spec.stage1.num_cpus,
-        num_gpus=gpus["stage1"],
-        resources=dict(spec.stage1.resources) or None,
+        num_cpus=stage_spec.num_cpus,
+        num_gpus=gpus[kind],
+        resources=dict(stage_spec.resources) or None,
     )
 
 
@@ -215,51 +215,27 @@ def add_task(
     )
 
 
-def add_refiner(
-    ds: Dataset,
-    spec: JobSpec,
-    gpus: dict[str, float],
-    weights: Mapping[str, StageWeights] | None,
-    cluster_gpus: float = 0.0,
-) -> Dataset:
-    """The stage-3 actor pool: refined poses, emitted as the output rows."""
-    gpu = on_gpu(spec, gpus)
-    return ds.map_batches(
-        RefineStage,
-        fn_constructor_kwargs={
-            "spec": spec,
-            "max_crops": max_crops_per_forward(gpu),
-            "weights_sha256": _sha256(weights, "refiner"),
-        },
-        compute=ActorPoolStrategy(size=resolved_pool_sizes(spec, gpu, cluster_gpus).refiner),
-        batch_size=resolved_batch_sizes(spec, gpu).refiner,
-        batch_format="numpy",
-        num_cpus=spec.refiner.num_cpus,
-        num_gpus=gpus["refiner"],
-        resources=dict(spec.refiner.resources) or None,
-    )
-
-
 def build_dataset(
     spec: JobSpec,
     source: Dataset,
     gpus: dict[str, float],
-    weights: Mapping[str, StageWeights] | None = None,
+    stages: Mapping[str, ResolvedStage] | None = None,
     cluster_gpus: float = 0.0,
     boxes: ExternalBoxes | None = None,
 ) -> Dataset:
     """The lazy Ray Data graph for the URIs of ``source`` (``uri``); nothing runs until it
     is written.
 
-    ``gpus``: GPUs per actor of each model stage, from ``gpus_per_actor``. ``weights``: the
-    checked weights of each stage; every actor verifies it loads those very bytes.
+    ``gpus``: GPUs per actor of each model stage, from ``gpus_per_actor``. ``stages``: both
+    model stages as ``check_weights`` resolved them (default: resolved here, unchecked).
     ``cluster_gpus``: GPUs in the cluster, which size the pools whose ``actors`` is 'auto'.
     ``boxes``: the loaded ``stage1.boxes`` (``load_external_boxes``), when the spec has them.
     """
+    stages = stages or unchecked_stages(spec)
     ds = read_and_decode(spec, source)
-    ds = add_stage1(ds, spec, gpus, weights, cluster_gpus, boxes)
+    ds = add_model_stage(ds, spec, stages["stage1"], gpus, cluster_gpus, boxes)
     ds = add_task(ds, spec, filter_batch, on_gpu(spec, gpus), spec=spec.filter)
-    return add_refiner(ds, spec, gpus, weights, cluster_gpus)
+    return add_model_stage(ds, spec, stages["refiner"], gpus, cluster_gpus)
 
 
 @dataclass(frozen=True)
@@ -269,25 +245,13 @@ class PreparedJob:
     spec: JobSpec
     paths: JobPaths
     source: JobSource
-    weights: dict[str, StageWeights]
+    weights: dict[str, ResolvedStage]  # both model stages, resolved and checked
     boxes: ExternalBoxes | None  # stage1.boxes, loaded and checked
     run: RunRecord
     runs: list[RunRecord]  # every run of the job id, this one last
     warnings: list[str]
     started: datetime
     t0: float
-
-
-def check_weights(spec: JobSpec) -> dict[str, StageWeights]:
-    """Both stages' checkpoints, loaded once on the driver with the spec's storage settings."""
-    weights = {}
-    for kind, stage in (("stage1", spec.stage1), ("refiner", spec.refiner)):
-        options = storage_options(stage.checkpoint, spec.storage) if stage.checkpoint else {}
-        try:
-            weights[kind] = check_stage_weights(kind, stage.checkpoint, options, stage.model)
-        except CheckpointError as exc:
-            raise JobSetupError(f"{kind}.checkpoint: {exc}") from None
-    return weights
 
 
 def _output_error(paths: JobPaths, exc: Exception) -> JobSetupError:
@@ -299,7 +263,7 @@ def setup_warnings(
     source: JobSource,
     foreign: list[str],
     runs: list[RunRecord],
-    weights: Mapping[str, StageWeights],
+    weights: Mapping[str, ResolvedStage],
 ) -> list[str]:
     """What a user should know before trusting the run: skipped and foreign files, settings
     changed on purpose, random weights."""

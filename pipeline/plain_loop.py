@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from model.inference.devices import resolve_device
 from pipeline.actors import CoarseStage, RefineStage
 from pipeline.batches import Batch
+from pipeline.model_stages import unchecked_stages
 from pipeline.resources import max_crops_per_forward, resolved_batch_sizes
 from pipeline.tasks import decode_batch, filter_batch
 from schemas.spec import JobSpec
@@ -70,8 +71,9 @@ def run_plain_loop(
     sync = device_sync or (lambda: None)
     run = LoopRun(seconds_by_step={"decode": 0.0, "stage1": 0.0, "filter": 0.0, "refine": 0.0})
     start = time.perf_counter()
-    coarse = CoarseStage(spec)
-    refine = RefineStage(spec, max_crops_per_forward(on_gpu))
+    stages = unchecked_stages(spec)
+    coarse = CoarseStage(stages["stage1"])
+    refine = RefineStage(stages["refiner"], spec.filter, max_crops_per_forward(on_gpu))
     run.setup_s = time.perf_counter() - start
     out_dir.mkdir(parents=True, exist_ok=True)
 

@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any, Literal
 
 import numpy as np
@@ -393,130 +394,16 @@ def build_gallery(
 
 # --- the page -------------------------------------------------------------------------------
 
-_CSS = """
-:root { color-scheme: dark; }
-body { margin: 0; font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif;
-       background: #18191c; color: #e4e4e7; }
-header { padding: 14px 20px 8px; border-bottom: 1px solid #333; background: #202226; }
-h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 24px 0 8px; }
-.summary, .legend { margin: 2px 0; color: #b8b8c0; }
-.legend b { color: #e4e4e7; }
-.controls { display: flex; flex-wrap: wrap; gap: 18px; align-items: center; margin-top: 8px; }
-.controls label { display: flex; gap: 6px; align-items: center; }
-select, input { font: inherit; }
-#count { color: #9a9aa3; }
-#gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(340px, 1fr));
-           gap: 14px; padding: 14px 20px; }
-.tile { margin: 0; background: #25272c; border-radius: 6px; overflow: hidden;
-        border: 1px solid #34363c; }
-.tile[hidden] { display: none; }
-.tile img { display: block; width: 100%; height: auto; aspect-ratio: 4 / 3; object-fit: contain;
-            background: #111; }
-.tile figcaption { padding: 6px 8px 8px; font-size: 12.5px; }
-.tile .uri { color: #9ecbff; word-break: break-all; }
-.tile .score { font-weight: 600; }
-.tile .low { color: #ff8a80; } .tile .mid { color: #ffd180; } .tile .high { color: #b9f6ca; }
-.tile .bad { color: #ff8a80; } .tile .note { color: #ffd180; }
-.tag { display: inline-block; padding: 0 5px; border-radius: 3px; background: #3a3d44;
-       margin-left: 4px; font-size: 11.5px; }
-.tag.rec { background: #4a3a12; color: #ffd180; }
-.tag.empty { background: #203a4a; }
-.tag.unav { background: #4a1f1f; color: #ff8a80; }
-#errors { padding: 0 20px 30px; }
-table { border-collapse: collapse; width: 100%; font-size: 13px; }
-th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid #333; vertical-align: top; }
-td.uri { word-break: break-all; color: #9ecbff; }
-tr[hidden] { display: none; }
-"""
+# The page's style and script live beside this module (``review_page/``, shipped as package
+# data) and are inlined into every page, so the gallery stays one self-contained file.
+# review.js reads the state from the URL hash (#sort=confident&status=recovered&max=0.5), so a
+# view can be linked and bookmarked; the controls only rewrite the hash.
+PAGE_ASSETS = "review_page"
 
-# Reads the state from the URL hash (#sort=confident&status=recovered&max=0.5), so a view can
-# be linked and bookmarked; the controls only rewrite the hash.
-_JS = """
-(function () {
-  "use strict";
-  var gallery = document.getElementById("gallery");
-  var tiles = Array.prototype.slice.call(gallery.querySelectorAll(".tile"));
-  tiles.forEach(function (tile) {
-    var img = tile.querySelector("img");
-    var mark = function () {
-      img.setAttribute("data-loaded", img.naturalWidth > 0 ? "yes" : "no");
-      img.setAttribute("data-natural-width", String(img.naturalWidth));
-    };
-    img.addEventListener("load", mark);
-    img.addEventListener("error", mark);
-    if (img.complete) { mark(); }
-  });
-  var sortSel = document.getElementById("sort");
-  var statusSel = document.getElementById("status");
-  var maxIn = document.getElementById("max");
-  var maxOut = document.getElementById("maxv");
-  var kindSel = document.getElementById("kind");
-  var defaults = { sort: "uncertain", status: "all", max: "1", kind: "all" };
-  function readHash() {
-    var state = Object.assign({}, defaults);
-    location.hash.replace(/^#/, "").split("&").forEach(function (part) {
-      var kv = part.split("=");
-      if (kv.length === 2 && kv[0] in state) { state[kv[0]] = decodeURIComponent(kv[1]); }
-    });
-    return state;
-  }
-  function writeHash() {
-    var state = { sort: sortSel.value, status: statusSel.value, max: maxIn.value,
-                  kind: kindSel ? kindSel.value : "all" };
-    var parts = [];
-    Object.keys(state).forEach(function (k) {
-      if (state[k] !== defaults[k]) { parts.push(k + "=" + encodeURIComponent(state[k])); }
-    });
-    var hash = parts.join("&");
-    if (hash !== location.hash.replace(/^#/, "")) { location.hash = hash; } else { apply(); }
-  }
-  function num(tile, name) { return parseFloat(tile.getAttribute(name)); }
-  var orders = {
-    uncertain: function (a, b) { return num(a, "data-rank") - num(b, "data-rank"); },
-    confident: function (a, b) { return num(b, "data-rank") - num(a, "data-rank"); },
-    uri: function (a, b) {
-      var x = a.getAttribute("data-uri"), y = b.getAttribute("data-uri");
-      return x < y ? -1 : x > y ? 1 : 0;
-    }
-  };
-  function apply() {
-    var state = readHash();
-    if (!(state.sort in orders)) { state.sort = defaults.sort; }
-    var max = parseFloat(state.max);
-    if (isNaN(max)) { max = 1; }
-    sortSel.value = state.sort;
-    statusSel.value = state.status;
-    maxIn.value = String(max);
-    maxOut.textContent = max.toFixed(2);
-    tiles.sort(orders[state.sort]);
-    var shown = 0;
-    tiles.forEach(function (tile) {
-      var score = num(tile, "data-score");
-      var tags = " " + tile.getAttribute("data-status") + " ";
-      var ok = (state.status === "all" || tags.indexOf(" " + state.status + " ") >= 0) &&
-               (isNaN(score) || score <= max + 1e-9);
-      tile.hidden = !ok;
-      if (ok) { shown += 1; }
-      gallery.appendChild(tile);
-    });
-    document.getElementById("count").textContent = shown + " of " + tiles.length + " shown";
-    document.body.setAttribute("data-sort", state.sort);
-    if (kindSel) {
-      kindSel.value = state.kind;
-      document.querySelectorAll("#errors tbody tr").forEach(function (row) {
-        row.hidden = state.kind !== "all" && row.getAttribute("data-kind") !== state.kind;
-      });
-    }
-  }
-  [sortSel, statusSel, kindSel].forEach(function (el) {
-    if (el) { el.addEventListener("change", writeHash); }
-  });
-  maxIn.addEventListener("input", function () { maxOut.textContent = parseFloat(maxIn.value).toFixed(2); });
-  maxIn.addEventListener("change", writeHash);
-  window.addEventListener("hashchange", apply);
-  apply();
-})();
-"""
+
+def _asset(name: str) -> str:
+    """The text of ``review_page/<name>`` (from the installed package or the source tree)."""
+    return (resources.files("pipeline") / PAGE_ASSETS / name).read_text(encoding="utf-8")
 
 
 def _esc(value: Any) -> str:
@@ -642,6 +529,7 @@ def render_html(
     if not tiles:
         tiles_html = '<p class="summary">No ok image to review.</p>'
     meta = strict_json({"job": job_uri, "limit": limit, "empty": empty, **sel.parts.record()})
+    css, js = _asset("review.css"), _asset("review.js")
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -649,7 +537,8 @@ def render_html(
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="generator" content="detpose review">
 <title>DetPose review: {_esc(job_name)}{" (PARTIAL)" if partial else ""}</title>
-<style>{_CSS}</style>
+<style>
+{css}</style>
 </head>
 <body data-review="{_esc(meta)}">
 <header>
@@ -681,7 +570,8 @@ def render_html(
 {tiles_html}
 </main>
 {errors_html}
-<script>{_JS}</script>
+<script>
+{js}</script>
 </body>
 </html>
 """

@@ -18,10 +18,10 @@ from model.codecs.coords import original_to_decoded
 from model.codecs.exposure import Exposure, correct_exposure, luma_of
 from model.filtering.filters import filter_proposals
 from model.keypoints import NUM_KEYPOINTS
-from model.types import CoarseProposals
 from pipeline.batches import Batch, ok_rows, ragged, require_columns, with_internal_errors
 from pipeline.fetch import DecodedImage, fetch_and_decode
 from pipeline.rows import EXPOSURE_COLUMNS, EXPOSURE_FLOATS, NOT_MEASURED, RETRY_COLUMNS
+from pipeline.stage1_record import STAGE1_COLUMNS, read_proposals
 from pipeline.storage import image_filesystem_for, image_id_for
 from schemas.filtering import FilterSpec
 from schemas.output import FILTER_COUNT_FIELDS, RETRY_KINDS, STATUS_ERROR, STATUS_OK
@@ -105,11 +105,7 @@ def exposed(rgb: np.ndarray, decode: DecodeSpec) -> tuple[np.ndarray, Exposure]:
 
 def filter_batch(batch: Batch, spec: FilterSpec) -> Batch:
     """Algorithm 1 (or a baseline) per image; persons padded to ``spec.max_persons``."""
-    grouped = "coarse_poses" in batch  # stage 1 grouped the poses itself (zoo MoveNet)
-    coarse_columns = ("coarse_poses",) if grouped else ("peaks", "limb_scores")
-    require_columns(
-        batch, ("status", "image", "prop_boxes", "prop_scores", *coarse_columns), "filter"
-    )
+    require_columns(batch, ("status", "image"), "filter")
     n, m = len(batch["status"]), spec.max_persons
     out = {
         "person_boxes": np.zeros((n, m, 4), np.float32),
@@ -123,18 +119,7 @@ def filter_batch(batch: Batch, spec: FilterSpec) -> Batch:
     for i in ok_rows(batch):
         image = batch["image"][i]
         try:
-            # Stage 1's own proposals fill every slot; boxes from stage1.boxes may not.
-            k = int(batch["num_proposals"][i]) if "num_proposals" in batch else None
-            boxes, scores = batch["prop_boxes"][i, :k], batch["prop_scores"][i, :k]
-            if grouped:
-                # Stage 1's poses with boxes from stage1.boxes: a pool with their own scores.
-                pooled = batch["coarse_pose_scores"][i] if "coarse_pose_scores" in batch else None
-                poses = (
-                    batch["coarse_poses"][i] if pooled is not None else batch["coarse_poses"][i][:k]
-                )
-                props = CoarseProposals.grouped(boxes, scores, poses, pooled)
-            else:
-                props = CoarseProposals(boxes, scores, batch["peaks"][i], batch["limb_scores"][i])
+            props = read_proposals(batch, i)
             persons = filter_proposals(props, spec, (image.shape[1], image.shape[0]))
         except Exception as exc:
             failures[i] = exc
@@ -147,14 +132,7 @@ def filter_batch(batch: Batch, spec: FilterSpec) -> Batch:
         out["num_persons"][i] = k
         for name, value in persons.counts.as_dict().items():
             out[f"count_{name}"][i] = value
-    stage1_columns = (
-        "prop_boxes",
-        "prop_scores",
-        "num_proposals",
-        "coarse_pose_scores",
-        *coarse_columns,
-    )
-    keep = {k: v for k, v in batch.items() if k not in stage1_columns}
+    keep = {k: v for k, v in batch.items() if k not in STAGE1_COLUMNS}
     return with_internal_errors({**keep, **out}, failures, "filter")
 
 

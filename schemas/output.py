@@ -29,7 +29,7 @@ class CountField(NamedTuple):
 
 # The per-image counters, declared once. Every row carries them in ``counts`` (so statistics
 # can be rebuilt from the output alone), ``JobStats`` holds their sums (with these
-# descriptions), and ``model.types.FilterCounts`` holds the filter's share. Every proposal ends
+# descriptions), and ``model.stage_data.FilterCounts`` holds the filter's share. Every proposal ends
 # in exactly one of dropped_low_score, dropped_few_keypoints, dropped_duplicate and accepted.
 FILTER_COUNTERS: tuple[CountField, ...] = (
     CountField(

@@ -204,6 +204,23 @@ class StageSpec(BaseModel):
     def _checkpoint_uri(cls, value: str | None) -> str | None:
         return None if value is None else check_uri(value)
 
+    def _check_onnx(self, stage: str) -> None:
+        model, onnx = self.model, self.onnx
+        if model == ONNX_MODEL:
+            if onnx is None or self.checkpoint is None:
+                raise ValueError(
+                    f"{stage}.model 'onnx' runs the ONNX file {stage}.checkpoint with the codec "
+                    f"{stage}.onnx describes; give both (docs/models.md)"
+                )
+            if ONNX_CODEC_STAGES[onnx.codec] != stage:
+                raise ValueError(
+                    f"{stage}.onnx.codec {onnx.codec!r} decodes a "
+                    f"{ONNX_CODEC_STAGES[onnx.codec]} network; {stage} takes "
+                    f"{sorted(c for c, s in ONNX_CODEC_STAGES.items() if s == stage)}"
+                )
+        elif onnx is not None:
+            raise ValueError(f"{stage}.onnx describes an ONNX file; set {stage}.model: onnx")
+
     @field_validator("resources")
     @classmethod
     def _custom_resources_only(cls, value: dict[str, float]) -> dict[str, float]:
@@ -230,12 +247,71 @@ class StageSpec(BaseModel):
         )
 
 
-# The networks each model stage can run (the zoo's are in model/zoo/catalog.py; DetPoseNet's
-# own come from a checkpoint). The defaults were chosen by measured keypoint AP (README).
-Stage1Model = Literal["movenet-multipose", "detposenet"]
-RefinerModel = Literal["movenet-thunder", "movenet-lightning", "detposenet"]
-DEFAULT_STAGE1_MODEL: Stage1Model = "movenet-multipose"
-DEFAULT_REFINER_MODEL: RefinerModel = "movenet-thunder"
+# A stage's ``model`` names a registered network (``model/networks/registry.py`` lists them;
+# ``detpose models`` prints them) or ``onnx`` for an ONNX file described by ``stage.onnx``.
+# The driver checks the name against the registry before Ray starts. The defaults were
+# chosen by measured keypoint AP (docs/evaluation.md).
+NetworkName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
+DEFAULT_STAGE1_MODEL = "movenet-multipose"
+DEFAULT_REFINER_MODEL = "movenet-thunder"
+ONNX_MODEL = "onnx"
+# How an ONNX network's outputs are decoded, and the stage each codec serves
+# (model/networks/onnx.py; docs/models.md, "Bring your own ONNX network").
+OnnxCodec = Literal["heatmap", "simcc", "movenet", "rtmo"]
+ONNX_CODEC_STAGES: dict[str, str] = {
+    "heatmap": "refiner",
+    "simcc": "refiner",
+    "movenet": "refiner",
+    "rtmo": "stage1",
+}
+
+
+class OnnxSpec(BaseModel):
+    """An ONNX network's contract: how its inputs are made and its outputs decoded. Fields
+    left out take the codec's reference values (those of the public RTMPose / RTMO / mmpose
+    releases), or the file's own input shape."""
+
+    model_config = _FROZEN
+
+    codec: OnnxCodec = Field(
+        ...,
+        description="'heatmap': top-down keypoint heatmaps [N, 17, H/4, W/4] (HRNet, ViTPose, "
+        "DetPoseNet's refiner); 'simcc': RTMPose's SimCC x/y vectors; 'movenet': MoveNet "
+        "single-pose heads as `detpose models --export-onnx` writes them; 'rtmo': one-stage "
+        "multi-person boxes [1, N, 5] and keypoints [1, N, 17, 3] (RTMO), for stage 1.",
+    )
+    input_hw: (
+        tuple[Annotated[int, Field(ge=16, le=4096)], Annotated[int, Field(ge=16, le=4096)]] | None
+    ) = Field(
+        None,
+        description="Network input (height, width); default: the file's static input shape.",
+    )
+    channels: Literal["rgb", "bgr"] | None = Field(
+        None, description="Colour order the network expects; default: the codec's reference."
+    )
+    mean: tuple[float, float, float] | None = Field(
+        None, description="Per-channel mean subtracted from 0..255 pixels (in `channels` order)."
+    )
+    std: (
+        tuple[
+            Annotated[float, Field(gt=0.0)],
+            Annotated[float, Field(gt=0.0)],
+            Annotated[float, Field(gt=0.0)],
+        ]
+        | None
+    ) = Field(None, description="Per-channel std the centred pixels are divided by.")
+    simcc_split_ratio: float = Field(
+        2.0, gt=0.0, le=16.0, description="SimCC bins per input pixel (RTMPose: 2.0)."
+    )
+    crop_padding: float | None = Field(
+        None,
+        ge=1.0,
+        le=2.0,
+        description="Crop padding of a top-down codec when refiner.crop_padding is not set "
+        "(reference: 1.25).",
+    )
+
+
 ZOO_INPUT_MULTIPLE = 32
 
 
@@ -294,11 +370,15 @@ DEFAULT_STAGE1_VIEWS: tuple[Stage1View, ...] = (
 class Stage1Spec(StageSpec):
     """Stage 1: which network proposes boxes and coarse poses, and its actor pool."""
 
-    model: Stage1Model = Field(
+    model: NetworkName = Field(
         DEFAULT_STAGE1_MODEL,
-        description="'movenet-multipose': the zoo's bottom-up MoveNet (box and pose branches); "
-        "'detposenet': DetPoseNet's CoarsePoseNet from `checkpoint` (default: the bundled demo "
-        "weights).",
+        description="A registered stage-1 network (`detpose models`): 'movenet-multipose', the "
+        "zoo's bottom-up MoveNet (box and pose branches); 'detposenet', DetPoseNet's "
+        "CoarsePoseNet from `checkpoint` (default: the bundled demo weights); 'onnx', the ONNX "
+        "file `checkpoint` decoded as `onnx` says.",
+    )
+    onnx: OnnxSpec | None = Field(
+        None, description="The contract of an ONNX stage 1 (model: onnx); codec 'rtmo'."
     )
     input_size: int | None = Field(
         None,
@@ -353,24 +433,16 @@ class Stage1Spec(StageSpec):
                 f"stage1.input_size ({self.input_size}) and stage1.views both size stage 1's "
                 "input; give one of them (a view has its own input_size)"
             )
-        if self.views is not None and self.model == "detposenet":
-            raise ValueError(
-                "stage1.views needs a zoo stage 1 (movenet-multipose); DetPoseNet's "
-                "CoarsePoseNet runs one pass at its own input size"
-            )
+        self._check_onnx("stage1")
         return self
 
-    def resolved_views(self, model_input_size: int) -> tuple[Stage1View, ...]:
-        """The passes stage 1 makes: ``views``, else one at ``input_size``, else the default.
-
-        ``model_input_size``: the network's own input side, used by DetPoseNet (one pass).
-        """
+    def resolved_views(self) -> tuple[Stage1View, ...]:
+        """The passes a multi-view stage 1 makes: ``views``, else one at ``input_size``, else
+        the default (a network that takes no views runs its own single pass)."""
         if self.views is not None:
             return self.views
         if self.input_size is not None:
             return (Stage1View(input_size=self.input_size),)
-        if self.model == "detposenet":
-            return (Stage1View(input_size=model_input_size),)
         return DEFAULT_STAGE1_VIEWS
 
     @model_validator(mode="after")
@@ -389,19 +461,26 @@ RefinerGuide = Literal["pose", "box", "off"]
 class RefinerSpec(StageSpec):
     """Stage 3: which network refines each person crop, and its actor pool."""
 
-    model: RefinerModel = Field(
+    model: NetworkName = Field(
         DEFAULT_REFINER_MODEL,
-        description="'movenet-thunder' (256 px crops) or 'movenet-lightning' (192 px, faster): "
-        "the zoo's top-down MoveNet; 'detposenet': DetPoseNet's refiner from `checkpoint` "
-        "(default: the bundled demo weights).",
+        description="A registered refiner (`detpose models`): 'movenet-thunder' (256 px crops) "
+        "or 'movenet-lightning' (192 px, faster), the zoo's top-down MoveNet; 'detposenet', "
+        "DetPoseNet's refiner from `checkpoint` (default: the bundled demo weights); 'onnx', "
+        "the ONNX file `checkpoint` decoded as `onnx` says.",
     )
-    crop_padding: float = Field(
-        1.0,
+    onnx: OnnxSpec | None = Field(
+        None,
+        description="The contract of an ONNX refiner (model: onnx); codec 'heatmap', 'simcc' "
+        "or 'movenet'.",
+    )
+    crop_padding: float | None = Field(
+        None,
         ge=1.0,
         le=2.0,
-        description="A zoo refiner's square crop covers the person's box grown to a square, "
-        "times this: more context, but more of the neighbours in a crowd (DetPoseNet's "
-        "refiner keeps its checkpoint's own crop).",
+        description="A top-down refiner's crop covers the person's box grown to the crop's "
+        "aspect ratio, times this: more context, but more of the neighbours in a crowd. "
+        "Default: the network's own (MoveNet 1.0, measured best on the crowd set; an ONNX "
+        "codec's reference 1.25); DetPoseNet's refiner keeps its checkpoint's own crop.",
     )
     second_crop_padding: float | None = Field(
         None,
@@ -411,23 +490,24 @@ class RefinerSpec(StageSpec):
         "passes' keypoints, each weighted by its score (twice the refiner's work); None: "
         "one crop.",
     )
-    guide: RefinerGuide = Field(
-        "pose",
-        description="Which person of a crowded crop a zoo refiner decodes. 'pose': the one the "
-        "person's coarse pose names (each keypoint is sought where the coarse pose has it, "
+    guide: RefinerGuide | None = Field(
+        None,
+        description="Which person of a crowded crop a top-down refiner decodes. 'pose': the one "
+        "the person's coarse pose names (each keypoint is sought where the coarse pose has it, "
         "inside the box); 'box': the salient person near the middle, keypoints inside the "
-        "box; 'off': MoveNet's own rule, the salient person near the middle.",
+        "box; 'off': the network's own rule (MoveNet: the salient person near the middle; an "
+        "ONNX codec: its reference decode). Default: the network's own ('pose' for MoveNet, "
+        "measured on the crowd set; 'off' for the heatmap and SimCC codecs).",
     )
 
     @model_validator(mode="after")
-    def _crop_settings_need_a_zoo_refiner(self) -> RefinerSpec:
-        zoo_only = sorted({"crop_padding", "second_crop_padding", "guide"} & self.model_fields_set)
-        if self.model == "detposenet" and zoo_only:
-            raise ValueError(
-                f"refiner.{', refiner.'.join(zoo_only)} set a zoo refiner's crops; DetPoseNet's "
-                "refiner cuts the crops its checkpoint was trained on"
-            )
+    def _onnx_contract(self) -> RefinerSpec:
+        self._check_onnx("refiner")
         return self
+
+
+DeviceName = Literal["auto", "cpu", "cuda"]
+PrecisionName = Literal["auto", "float32", "bfloat16", "float16"]
 
 
 class JobSpec(BaseModel):
@@ -447,10 +527,10 @@ class JobSpec(BaseModel):
         None, description="A Parquet, CSV or text file listing image URIs (a 'uri' column)."
     )
     output: str = Field(..., description="Where OUTPUT/JOB_ID/ is written (local path or URI).")
-    device: Literal["auto", "cpu", "cuda"] = Field(
+    device: DeviceName = Field(
         "auto", description="'auto' uses CUDA when the actor sees a GPU, else the CPU."
     )
-    precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+    precision: PrecisionName = Field(
         "auto",
         description="Arithmetic of the model stages. 'auto': float16 autocast on CUDA, float32 "
         "on CPU; 'bfloat16' is faster on CPUs with native bfloat16 instructions but less "

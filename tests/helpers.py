@@ -9,11 +9,20 @@ import subprocess
 import sys
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class StageWeights(NamedTuple):
+    """What a job's fingerprint reads of a resolved stage: where its weights came from and
+    their SHA-256 (``model.networks.resolve.ResolvedStage`` has both)."""
+
+    source: str
+    sha256: str | None
 
 
 def synthetic_jpeg(seed: int, size: tuple[int, int] = (160, 120)) -> bytes:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from model.codecs.affine import box_to_affine, warp_crops
 from model.codecs.coords import letterbox_scale
-from schemas.model import RefinerConfig
+from schemas.network_configs import RefinerConfig
 
 # ImageNet statistics of RGB values in [0, 1].
 IMAGE_MEAN = (0.485, 0.456, 0.406)

@@ -1,6 +1,6 @@
 """Stage 2: coarse-pose based proposal filtering (paper §III-B, Algorithm 1) and its baselines.
 
-Pure numpy on one image's :class:`~model.types.CoarseProposals` (image pixels). The mode
+Pure numpy on one image's :class:`~model.stage_data.CoarseProposals` (image pixels). The mode
 comes from ``FilterSpec.mode``:
 
 - ``coarse``: Algorithm 1. Boxes in decreasing score order, each with its own coarse pose
@@ -12,7 +12,7 @@ comes from ``FilterSpec.mode``:
 - ``nms``: greedy IoU-NMS on the boxes; ``oks_nms``: greedy NMS by OKS of the boxes' coarse
   poses; ``none``: every box above the score floor.
 
-Every mode returns :class:`~model.types.FilteredPersons` with coarse poses attached where one
+Every mode returns :class:`~model.stage_data.FilteredPersons` with coarse poses attached where one
 lies in the box.
 """
 
@@ -25,7 +25,7 @@ import numpy as np
 from model.codecs.boxes import box_areas, box_iou, clip_boxes, kpt2box
 from model.filtering.grouping import MIN_POSE_KEYPOINTS, assign_poses_to_boxes, group_poses
 from model.keypoints import NUM_KEYPOINTS, oks_matrix, pose_oks
-from model.types import CoarseProposals, FilterCounts, FilteredPersons
+from model.stage_data import CoarseProposals, FilterCounts, FilteredPersons
 from schemas.filtering import FilterSpec
 
 __all__ = ["filter_proposals", "nms_iou", "oks_nms"]

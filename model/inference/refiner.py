@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 import torch
@@ -13,11 +13,14 @@ from model.codecs.coords import apply_affine, crop_heatmap_to_image, normalised_
 from model.codecs.heatmaps import decode_heatmaps, flip_heatmaps_back
 from model.codecs.image import cut_crops, make_refiner_crops
 from model.inference.devices import autocast, resolve_precision
-from model.inference.weights import LoadedModel
 from model.keypoints import FLIP_PAIRS, NUM_KEYPOINTS, flip_permutation
+from model.networks.loaded import LoadedModel
 from model.zoo.decode import decode_single_pose
 from model.zoo.weights import ZooModel
 from schemas.spec import RefinerGuide
+
+if TYPE_CHECKING:
+    from model.networks.base import RefinerSettings
 
 FLIP_PERMUTATION = flip_permutation(NUM_KEYPOINTS, FLIP_PAIRS)
 # A zoo crop covers the person box grown to a square times this (README, "Crowds": 1.0
@@ -47,32 +50,34 @@ class RefinedPoses:
     pose_scores: np.ndarray  # [N]
 
 
-class PoseRefinerModel:
-    """Stage 3 on person crops batched across images."""
+class CropRefiner:
+    """Stage 3 on person crops batched across images: the chunking, crop passes and scoring
+    every refiner shares; a subclass turns the crops of one padding into keypoints (``_pass``)."""
+
+    default_padding = ZOO_CROP_PADDING  # a crop covers the box grown to a square times this
 
     def __init__(
         self,
         loaded: LoadedModel,
         device: torch.device,
-        flip_test: bool,
+        settings: RefinerSettings,
         max_crops: int = 64,
-        precision: str = "auto",
-        crop_padding: float = ZOO_CROP_PADDING,
-        guide: str = "pose",
-        second_crop_padding: float | None = None,
     ) -> None:
         self.loaded = loaded
         self.device = device
-        self.precision = resolve_precision(device, precision)
-        self.flip_test = flip_test
+        self.precision = resolve_precision(device, settings.precision)
+        self.flip_test = settings.flip_test
         self.max_crops = max_crops
-        # A zoo refiner's passes: one crop per padding (a second one is test-time averaging).
-        self.crop_paddings = (crop_padding,) + (
-            () if second_crop_padding is None else (second_crop_padding,)
+        if settings.guide not in REFINER_GUIDES:
+            raise ValueError(
+                f"got guide={settings.guide!r}; expected one of {', '.join(REFINER_GUIDES)}"
+            )
+        self.guide = settings.guide
+        padding = self.default_padding if settings.crop_padding is None else settings.crop_padding
+        # One crop per padding (a second one is test-time averaging).
+        self.crop_paddings = (padding,) + (
+            () if settings.second_crop_padding is None else (settings.second_crop_padding,)
         )
-        if guide not in REFINER_GUIDES:
-            raise ValueError(f"got guide={guide!r}; expected one of {', '.join(REFINER_GUIDES)}")
-        self.guide = guide
 
     @torch.inference_mode()
     def __call__(
@@ -119,8 +124,104 @@ class PoseRefinerModel:
         boxes: np.ndarray,
         guides: np.ndarray,
     ) -> np.ndarray:
-        if isinstance(self.loaded.config, ZooModel):
-            return self._refine_zoo(images_rgb, image_index, boxes, guides)
+        """``[N, 17, 3]`` keypoints (image pixels, score) of one chunk of boxes, ``guides``
+        ``[N, 17, 3]`` each person's coarse pose (score 0: not found): one pass per crop
+        padding, the passes' keypoints averaged, each coordinate weighted by its score."""
+        passes = np.stack(
+            [
+                self._pass(images_rgb, image_index, boxes, guides, padding)
+                for padding in self.crop_paddings
+            ]
+        )  # [P, N, 17, 3]
+        weights = passes[..., 2:] / np.maximum(passes[..., 2:].sum(axis=0), 1e-6)
+        out = np.zeros(passes.shape[1:], np.float32)
+        out[..., :2] = np.where(
+            passes[..., 2:].sum(axis=0) > 0,
+            (weights * passes[..., :2]).sum(axis=0),
+            passes[..., :2].mean(axis=0),
+        )
+        out[..., 2] = passes[..., 2].mean(axis=0)
+        return out
+
+    @property
+    def crop_hw(self) -> tuple[int, int]:
+        """``(height, width)`` of the network's crops."""
+        raise NotImplementedError
+
+    def _crops(
+        self,
+        images_rgb: list[np.ndarray],
+        image_index: np.ndarray,
+        boxes: np.ndarray,
+        padding: float,
+    ) -> tuple[torch.Tensor, np.ndarray]:
+        """Float ``0..255`` ``[N, 3, H, W]`` crops of the boxes grown by ``padding``, and
+        their ``[N, 2, 3]`` image→crop affines."""
+        return cut_crops(images_rgb, image_index, boxes, self.crop_hw, padding, self.device)
+
+    def _keypoints(
+        self,
+        crops: torch.Tensor,
+        guide_xy: np.ndarray,
+        guide_found: np.ndarray,
+        box_xy: np.ndarray | None,
+    ) -> np.ndarray:
+        """``[N, 17, 3]`` (x, y) in crop pixels and score, from float ``0..255`` crops and
+        each crop's guide: ``[N, 17, 2]`` keypoints in crop pixels, ``[N, 17]`` which of them
+        to seek near, ``[N, 4]`` the box to stay inside (``None``: anywhere)."""
+        raise NotImplementedError
+
+    def _pass(
+        self,
+        images_rgb: list[np.ndarray],
+        image_index: np.ndarray,
+        boxes: np.ndarray,
+        guides: np.ndarray,
+        padding: float,
+    ) -> np.ndarray:
+        """Keypoints ``[N, 17, 3]`` (image pixels, score) from crops of the boxes grown by
+        ``padding``, each decode guided by the person's coarse pose (``guide``), the flip
+        test averaging the mirrored pass's unmirrored keypoints."""
+        width = self.crop_hw[1]
+        crops, affines = self._crops(images_rgb, image_index, boxes, padding)
+        guide_xy = apply_affine(affines, guides[..., :2])  # crop pixels
+        guide_found = (guides[..., 2] > 0) & (self.guide == "pose")
+        box_xy = None
+        if self.guide != "off":
+            box_xy = apply_affine(affines, grow_boxes(boxes, GUIDE_BOX_MARGIN).reshape(-1, 2, 2))
+            box_xy = box_xy.reshape(-1, 4)
+        kpts = self._keypoints(crops, guide_xy, guide_found, box_xy)
+        if self.flip_test:
+            mirrored_guide = guide_xy[:, FLIP_PERMUTATION].copy()
+            mirrored_guide[..., 0] = width - 1 - mirrored_guide[..., 0]
+            mirrored_box = None
+            if box_xy is not None:
+                mirrored_box = box_xy.copy()
+                mirrored_box[:, [0, 2]] = width - 1 - box_xy[:, [2, 0]]
+            mirrored = self._keypoints(
+                torch.flip(crops, dims=[3]),
+                mirrored_guide,
+                guide_found[:, FLIP_PERMUTATION],
+                mirrored_box,
+            )[:, FLIP_PERMUTATION]
+            mirrored[..., 0] = width - 1 - mirrored[..., 0]
+            kpts = (kpts + mirrored) / 2.0
+        out = np.zeros((len(boxes), NUM_KEYPOINTS, 3), dtype=np.float64)
+        out[:, :, :2] = crop_heatmap_to_image(kpts[..., :2], affines, 1.0)
+        out[:, :, 2] = np.clip(kpts[..., 2], 0.0, 1.0)
+        return out
+
+
+class HeatmapCropRefiner(CropRefiner):
+    """DetPoseNet's refiner: crops its checkpoint was trained on, heatmap argmax."""
+
+    def _refine(
+        self,
+        images_rgb: list[np.ndarray],
+        image_index: np.ndarray,
+        boxes: np.ndarray,
+        guides: np.ndarray,
+    ) -> np.ndarray:
         cfg = self.loaded.config
         crops, affines = make_refiner_crops(images_rgb, image_index, boxes, cfg, self.device)
         with autocast(self.device, self.precision):
@@ -137,75 +238,17 @@ class PoseRefinerModel:
         out[:, :, 2] = np.clip(_numpy(maxvals), 0.0, 1.0)
         return out
 
-    def _refine_zoo(
-        self,
-        images_rgb: list[np.ndarray],
-        image_index: np.ndarray,
-        boxes: np.ndarray,
-        guides: np.ndarray,
-    ) -> np.ndarray:
-        """A zoo single-pose network (MoveNet) on square crops, one pass per crop padding;
-        the passes' keypoints averaged, each coordinate weighted by its score."""
-        passes = np.stack(
-            [
-                self._zoo_pass(images_rgb, image_index, boxes, guides, padding)
-                for padding in self.crop_paddings
-            ]
-        )  # [P, N, 17, 3]
-        weights = passes[..., 2:] / np.maximum(passes[..., 2:].sum(axis=0), 1e-6)
-        out = np.zeros(passes.shape[1:], np.float32)
-        out[..., :2] = np.where(
-            passes[..., 2:].sum(axis=0) > 0,
-            (weights * passes[..., :2]).sum(axis=0),
-            passes[..., :2].mean(axis=0),
-        )
-        out[..., 2] = passes[..., 2].mean(axis=0)
-        return out
 
-    def _zoo_pass(
-        self,
-        images_rgb: list[np.ndarray],
-        image_index: np.ndarray,
-        boxes: np.ndarray,
-        guides: np.ndarray,
-        padding: float,
-    ) -> np.ndarray:
-        """Keypoints ``[N, 17, 3]`` (image pixels, score) from crops of the boxes grown by
-        ``padding``: decoded from MoveNet's heads, guided by each person's coarse pose, the
-        flip test averaging the mirrored pass's unmirrored keypoints."""
-        zoo: ZooModel = self.loaded.config
-        size = zoo.network.input_size
-        crops, affines = cut_crops(
-            images_rgb, image_index, boxes, (size, size), padding, self.device
-        )
-        guide_xy = apply_affine(affines, guides[..., :2])  # crop pixels
-        guide_found = (guides[..., 2] > 0) & (self.guide == "pose")
-        box_xy = None
-        if self.guide != "off":
-            box_xy = apply_affine(affines, grow_boxes(boxes, GUIDE_BOX_MARGIN).reshape(-1, 2, 2))
-            box_xy = box_xy.reshape(-1, 4)
-        kpts = self._zoo_keypoints(crops, guide_xy, guide_found, box_xy)
-        if self.flip_test:
-            mirrored_guide = guide_xy[:, FLIP_PERMUTATION].copy()
-            mirrored_guide[..., 0] = size - 1 - mirrored_guide[..., 0]
-            mirrored_box = None
-            if box_xy is not None:
-                mirrored_box = box_xy.copy()
-                mirrored_box[:, [0, 2]] = size - 1 - box_xy[:, [2, 0]]
-            mirrored = self._zoo_keypoints(
-                torch.flip(crops, dims=[3]),
-                mirrored_guide,
-                guide_found[:, FLIP_PERMUTATION],
-                mirrored_box,
-            )[:, FLIP_PERMUTATION]
-            mirrored[..., 0] = size - 1 - mirrored[..., 0]
-            kpts = (kpts + mirrored) / 2.0
-        out = np.zeros((len(boxes), NUM_KEYPOINTS, 3), dtype=np.float64)
-        out[:, :, :2] = crop_heatmap_to_image(kpts[..., :2], affines, 1.0)
-        out[:, :, 2] = np.clip(kpts[..., 2], 0.0, 1.0)
-        return out
+class MoveNetCropRefiner(CropRefiner):
+    """A MoveNet single-pose network (the zoo's, or its ONNX export) on square crops, each
+    decode guided by the person's coarse pose."""
 
-    def _zoo_keypoints(
+    @property
+    def crop_hw(self) -> tuple[int, int]:
+        size = self.loaded.config.network.input_size
+        return size, size
+
+    def _keypoints(
         self,
         crops: torch.Tensor,
         guide_xy: np.ndarray,

@@ -15,8 +15,8 @@ from model.codecs.detection import decode_proposals
 from model.codecs.image import letterbox_batch, normalise
 from model.codecs.peaks import extract_peaks, paf_limb_scores
 from model.inference.devices import autocast, resolve_precision
-from model.inference.weights import LoadedModel
-from model.types import CoarseProposals
+from model.networks.loaded import LoadedModel
+from model.stage_data import CoarseProposals
 
 
 class CoarsePoseModel:

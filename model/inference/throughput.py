@@ -9,20 +9,6 @@ from collections.abc import Callable
 import torch
 
 from model.inference.devices import autocast
-from model.inference.weights import LoadedModel
-from model.zoo.weights import ZooModel
-
-
-def network_input_hw(loaded: LoadedModel, stage1_input_size: int | None = None) -> tuple[int, int]:
-    """``(height, width)`` of one network input: a stage-1 letterbox square or a refiner crop."""
-    config = loaded.config
-    if isinstance(config, ZooModel):
-        size = stage1_input_size or config.network.input_size
-        return size, size
-    if hasattr(config, "input_hw"):
-        return tuple(config.input_hw)  # type: ignore[return-value]
-    size = stage1_input_size or config.input_size
-    return size, size
 
 
 def synchronizer(device: torch.device) -> Callable[[], None]:

@@ -19,8 +19,8 @@ from model.codecs.boxes import clip_boxes
 from model.codecs.coords import letterbox_to_image, normalised_yx_to_pixels, tile_windows
 from model.codecs.image import letterbox_batch
 from model.inference.devices import autocast, resolve_precision
-from model.inference.weights import LoadedModel
-from model.types import CoarseProposals
+from model.networks.loaded import LoadedModel
+from model.stage_data import CoarseProposals
 from model.zoo.decode import decode_multi_pose
 
 # decode_multi_pose's head arguments, in order.

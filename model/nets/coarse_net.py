@@ -19,7 +19,7 @@ from torch import nn
 
 from model.keypoints import NUM_KEYPOINTS, SKELETON
 from model.nets.hourglass import ConvBnRelu, head_1x1, stack_joins, stacked_hourglass_trunk
-from schemas.model import CoarseNetConfig
+from schemas.network_configs import CoarseNetConfig
 
 NUM_PAF_CHANNELS = 2 * len(SKELETON)
 

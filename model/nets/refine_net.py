@@ -24,7 +24,7 @@ from torch import nn
 from model.codecs.targets import num_association_channels
 from model.keypoints import NUM_KEYPOINTS
 from model.nets.hourglass import ConvBnRelu, head_1x1, stack_joins, stacked_hourglass_trunk
-from schemas.model import RefinerConfig
+from schemas.network_configs import RefinerConfig
 
 
 class RefinerOutput(NamedTuple):

@@ -47,7 +47,7 @@ from model.training.ignore_regions import (
     annotation_rle,
     ignore_weights,
 )
-from schemas.model import CoarseNetConfig, RefinerConfig
+from schemas.network_configs import CoarseNetConfig, RefinerConfig
 from schemas.spec import join_uri
 
 # Boxes smaller than this (input pixels, either side) after augmentation are not detection targets.

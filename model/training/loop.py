@@ -25,13 +25,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from model.checkpoint import (
     CheckpointError,
     CheckpointKind,
-    build_model,
     read_checkpoint_dict,
     save_checkpoint,
 )
+from model.networks.detposenet import build_model
 from model.training.datasets import SampleKey
 from model.training.losses import proposal_loss, refiner_loss, structure_neighbours
-from schemas.model import CoarseNetConfig, RefinerConfig
+from schemas.network_configs import CoarseNetConfig, RefinerConfig
 
 logger = logging.getLogger(__name__)
 

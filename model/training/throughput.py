@@ -15,7 +15,8 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import Dataset
 
-from model.checkpoint import CheckpointKind, build_model
+from model.checkpoint import CheckpointKind
+from model.networks.detposenet import build_model
 from model.training.loop import (
     cpu_threads_beside_workers,
     device_batches,
@@ -24,7 +25,7 @@ from model.training.loop import (
     step_threads,
     training_step,
 )
-from schemas.model import CoarseNetConfig, RefinerConfig
+from schemas.network_configs import CoarseNetConfig, RefinerConfig
 
 
 def _synchronize(device: torch.device) -> None:

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.checkpoint import load_checkpoint
 from model.codecs.coords import apply_affine, invert_affine, scale_affine
 from model.codecs.image import make_refiner_crops
+from model.networks.detposenet import load_checkpoint
 from model.training.datasets import (
     RefinerDataset,
     Stage1Dataset,
@@ -22,7 +22,7 @@ from model.training.datasets import (
     read_image_rgb,
 )
 from model.training.loop import train
-from schemas.model import coarse_preset, refiner_preset
+from schemas.network_configs import coarse_preset, refiner_preset
 
 STEPS = 100
 MIN_LOSS_CUT = 5.0

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from jobs.bench_probe import TreeProbe, process_role, steady_rate
+from jobs.bench.probe import TreeProbe, process_role, steady_rate
 
 
 def test_steady_rate_leaves_out_start_up_and_the_drain():

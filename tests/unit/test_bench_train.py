@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.bench_train import benchmark_training
+from jobs.bench.train import benchmark_training
 
 RATE_KEYS = (
     "train_samples_per_s",

@@ -9,18 +9,13 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from model.checkpoint import (
-    CheckpointError,
-    build_model,
-    load_checkpoint,
-    read_checkpoint_dict,
-    save_checkpoint,
-)
+from model.checkpoint import CheckpointError, read_checkpoint_dict, save_checkpoint
 from model.codecs.targets import num_association_channels
 from model.keypoints import NUM_KEYPOINTS
 from model.nets.refine_net import PoseRefinementNet
+from model.networks.detposenet import build_model, load_checkpoint
 from model.training.loop import train
-from schemas.model import CoarseNetConfig, RefinerConfig, coarse_preset, refiner_preset
+from schemas.network_configs import CoarseNetConfig, RefinerConfig, coarse_preset, refiner_preset
 from tests.helpers import REPO_ROOT
 
 BUNDLED = {

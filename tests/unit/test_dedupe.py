@@ -8,11 +8,13 @@ import pytest
 from model.codecs.boxes import kpt2box
 from model.filtering.dedupe import dedupe_recovered
 from model.filtering.filters import filter_proposals
-from model.filtering.scenes import person, proposals_from_poses
+from model.filtering.synthetic_proposals import person, proposals_from_poses
 from model.inference.refiner import RefinedPoses
 from model.keypoints import SKELETON
 from pipeline.actors import RefineStage
+from pipeline.model_stages import unchecked_stages
 from pipeline.rows import RETRY_COLUMNS
+from pipeline.stage1_record import Stage1Record
 from pipeline.tasks import filter_batch
 from schemas.filtering import FilterSpec
 from schemas.output import FILTER_COUNT_FIELDS, ORIGIN_DETECTED
@@ -114,6 +116,14 @@ class SameCropRefiner:
         ]
 
 
+def stage1_columns(props) -> dict:
+    """One row of DetPoseNet's stage-1 record (peaks and limb scores) holding ``props``."""
+    record = Stage1Record.of(False, False, len(props.box_scores), props.peaks_xys.shape[1])
+    columns = record.empty(1)
+    record.put(columns, 0, props)
+    return columns
+
+
 def refined_row(kpts: np.ndarray, props, filter_settings: dict) -> dict:
     """The output row of one image whose proposals are ``props``, filtered as
     ``filter_settings`` say and refined by ``SameCropRefiner(kpts)``."""
@@ -139,15 +149,12 @@ def refined_row(kpts: np.ndarray, props, filter_settings: dict) -> dict:
         "height": np.array([IMAGE_WH[1]]),
         "scale": np.array([1.0]),
         "image": images,
-        "prop_boxes": props.boxes_xyxy[None],
-        "prop_scores": props.box_scores[None],
-        "peaks": props.peaks_xys[None],
-        "limb_scores": props.limb_scores[None],
+        **stage1_columns(props),
         **{column: np.zeros(1, np.int32) for column in RETRY_COLUMNS},
     }
     filtered = filter_batch(batch, spec.filter)
     assert filtered["num_persons"][0] == 2
-    refiner = RefineStage(spec, max_crops=4)
+    refiner = RefineStage(unchecked_stages(spec)["refiner"], spec.filter, max_crops=4)
     refiner.model = SameCropRefiner(kpts.astype(np.float32))
     (row,) = refiner(filtered).to_pylist()
     return row

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from model.filtering.filters import filter_proposals
-from model.filtering.scenes import person, proposals_from_poses
-from model.inference.weights import StageWeights
-from model.types import CoarseProposals
+from model.filtering.synthetic_proposals import person, proposals_from_poses
+from model.stage_data import CoarseProposals
 from pipeline.errors import JobSetupError
 from pipeline.external_boxes import (
     load_external_boxes,
@@ -21,6 +20,7 @@ from pipeline.external_boxes import (
 from pipeline.identity import job_fingerprint
 from schemas.filtering import FilterSpec
 from schemas.spec import JobSpec, SpecError
+from tests.helpers import StageWeights
 
 IMAGE_WH = (640, 480)
 

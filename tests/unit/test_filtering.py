@@ -9,9 +9,9 @@ import pytest
 
 from model.codecs.boxes import box_iou, kpt2box
 from model.filtering.filters import filter_proposals, nms_iou, oks_nms
-from model.filtering.scenes import person, proposals_from_poses, random_scene
+from model.filtering.synthetic_proposals import person, proposals_from_poses, random_scene
 from model.keypoints import NUM_KEYPOINTS
-from model.types import CoarseProposals, FilteredPersons
+from model.stage_data import CoarseProposals, FilteredPersons
 from schemas.filtering import FilterSpec
 from tests.helpers import REPO_ROOT
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from model.filtering.grouping import assign_poses_to_boxes, group_poses, match_limb
-from model.filtering.scenes import person, proposals_from_poses
+from model.filtering.synthetic_proposals import person, proposals_from_poses
 from model.keypoints import NUM_KEYPOINTS, SKELETON
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from model.inference.weights import StageWeights
 from pipeline.identity import (
     SettingsChangedError,
     fingerprint_changes,
@@ -14,6 +13,7 @@ from pipeline.identity import (
     write_runs,
 )
 from schemas.spec import JobSpec, StorageSpec
+from tests.helpers import StageWeights
 
 WEIGHTS = {
     "stage1": StageWeights("bundled:a.pt", "aa" * 32),

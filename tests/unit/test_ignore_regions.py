@@ -23,7 +23,7 @@ from model.keypoints import NUM_KEYPOINTS
 from model.training.augment import AugmentParams, augmentation_affine
 from model.training.datasets import CocoImage, Stage1Dataset, load_coco_keypoints
 from model.training.ignore_regions import rasterise_ignore_regions
-from schemas.model import CoarseNetConfig, coarse_preset
+from schemas.network_configs import CoarseNetConfig, coarse_preset
 from tests.helpers import REPO_ROOT
 
 WIDTH, HEIGHT = 256, 128

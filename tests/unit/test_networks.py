@@ -19,7 +19,7 @@ from model.codecs.image import (
 from model.nets.coarse_net import CoarseNetOutput, CoarsePoseNet
 from model.nets.hourglass import Hourglass, stacked_hourglass_trunk
 from model.nets.refine_net import PoseRefinementNet, RefinerOutput
-from schemas.model import CoarseNetConfig, RefinerConfig, coarse_preset, refiner_preset
+from schemas.network_configs import CoarseNetConfig, RefinerConfig, coarse_preset, refiner_preset
 
 
 def test_hourglass_exposes_down_and_up_features_at_every_level() -> None:

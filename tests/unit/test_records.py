@@ -9,7 +9,7 @@ from dataclasses import fields
 
 import numpy as np
 
-from model.types import FilterCounts
+from model.stage_data import FilterCounts
 from pipeline.batches import with_internal_errors
 from pipeline.tasks import decode_batch
 from schemas.output import (

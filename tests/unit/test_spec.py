@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from model.networks.resolve import stage_adapter, stage_settings
+from pipeline.errors import JobSetupError
+from pipeline.model_stages import check_weights
 from schemas.spec import JobSpec, SpecError, load_yaml_mapping
 
 BASE = {"inputs": ["s3://bucket/images/"], "output": "/tmp/out"}
@@ -235,17 +238,20 @@ def test_join_uri_keeps_schemes_and_never_doubles_slashes():
     assert join_uri("", "a.jpg") == "a.jpg"
 
 
-def test_refiner_crop_settings_default_and_need_a_zoo_refiner():
+def test_refiner_crop_settings_default_to_the_networks_own_and_need_a_top_down_refiner():
     spec = JobSpec.parse({"inputs": ["a.jpg"], "output": "o"})
-    assert (spec.refiner.crop_padding, spec.refiner.guide) == (1.0, "pose")
+    assert (spec.refiner.crop_padding, spec.refiner.guide) == (None, None)  # the network's
+    thunder = stage_adapter("refiner", spec.refiner)
+    settings = stage_settings("refiner", spec, thunder)
+    assert (thunder.crop_padding, settings.guide) == (1.0, "pose")
     assert spec.refiner.second_crop_padding is None
     assert spec.decode.exposure == "auto"
     demo = JobSpec.parse({"inputs": ["a.jpg"], "output": "o", "refiner": {"model": "detposenet"}})
     assert demo.refiner.model == "detposenet"  # the defaults do not get in the way
-    with pytest.raises(SpecError, match=r"refiner\.guide.*DetPoseNet"):
-        JobSpec.parse(
-            {"inputs": ["a.jpg"], "output": "o", "refiner": {"model": "detposenet", "guide": "box"}}
-        )
+    check_weights(demo)
+    boxed = {"model": "detposenet", "guide": "box"}
+    with pytest.raises(JobSetupError, match=r"refiner\.guide do not apply to .*'detposenet'"):
+        check_weights(JobSpec.parse({"inputs": ["a.jpg"], "output": "o", "refiner": boxed}))
     with pytest.raises(SpecError, match="guide"):
         JobSpec.parse({"inputs": ["a.jpg"], "output": "o", "refiner": {"guide": "nearest"}})
     with pytest.raises(SpecError, match="crop_padding"):

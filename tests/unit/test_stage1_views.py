@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from jobs.run_cmd import sample_images
-from model.inference.weights import load_stage_model
 from model.inference.zoo_stage1 import View, ZooCoarsePoseModel, _cut_by_inner_edge
+from model.networks.resolve import load_network
 from schemas.spec import DEFAULT_STAGE1_VIEWS, JobSpec, SpecError, Stage1View
 
 DEVICE = torch.device("cpu")
@@ -17,7 +17,7 @@ DEVICE = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def multipose():
-    return load_stage_model("stage1", None, DEVICE, model="movenet-multipose")
+    return load_network("stage1", "movenet-multipose", DEVICE)
 
 
 @pytest.fixture(scope="module")
@@ -106,23 +106,15 @@ def test_tiles_run_only_on_images_with_a_small_or_no_person(multipose, photo):
 
 def test_spec_views_default_and_their_rules():
     spec = JobSpec.parse({"inputs": ["a.jpg"], "output": "o"})
-    assert spec.stage1.resolved_views(256) == DEFAULT_STAGE1_VIEWS
+    assert spec.stage1.resolved_views() == DEFAULT_STAGE1_VIEWS
     one = JobSpec.parse({"inputs": ["a.jpg"], "output": "o", "stage1": {"input_size": 320}})
-    assert one.stage1.resolved_views(256) == (Stage1View(input_size=320),)
+    assert one.stage1.resolved_views() == (Stage1View(input_size=320),)
     with pytest.raises(SpecError, match="give one of them"):
         JobSpec.parse(
             {
                 "inputs": ["a.jpg"],
                 "output": "o",
                 "stage1": {"input_size": 256, "views": [{"input_size": 384}]},
-            }
-        )
-    with pytest.raises(SpecError, match="needs a zoo stage 1"):
-        JobSpec.parse(
-            {
-                "inputs": ["a.jpg"],
-                "output": "o",
-                "stage1": {"model": "detposenet", "views": [{"input_size": 384}]},
             }
         )
     with pytest.raises(SpecError, match="multiple of 32"):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.actors import CoarseStage, RefineStage
+from pipeline.model_stages import unchecked_stages
 from pipeline.rows import person_records
 from pipeline.tasks import decode_batch, filter_batch
 from schemas.filtering import FilterSpec
@@ -36,8 +37,9 @@ def stages(request):
             **MODELS[request.param],
         }
     )
-    stage1 = CoarseStage(spec)
-    refiner = RefineStage(spec, max_crops=16)
+    stages = unchecked_stages(spec)
+    stage1 = CoarseStage(stages["stage1"])
+    refiner = RefineStage(stages["refiner"], spec.filter, max_crops=16)
     return stage1, refiner
 
 

@@ -145,7 +145,7 @@ def test_refiner_items_carry_the_association_channels(tmp_path) -> None:
     from PIL import Image
 
     from model.training.datasets import CocoImage, RefinerDataset
-    from schemas.model import refiner_preset
+    from schemas.network_configs import refiner_preset
 
     Image.new("RGB", (64, 64), (90, 90, 90)).save(tmp_path / "a.png")
     kpts = np.zeros((1, NUM_KEYPOINTS, 3))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.checkpoint import load_checkpoint
+from model.networks.detposenet import load_checkpoint
 from model.training.datasets import CocoImage, RefinerDataset, SampleKey, load_coco_keypoints
 from model.training.loop import (
     _ShuffledBatchIndices,
@@ -18,7 +18,7 @@ from model.training.loop import (
     train,
     worker_start_method,
 )
-from schemas.model import RefinerConfig, refiner_preset
+from schemas.network_configs import RefinerConfig, refiner_preset
 
 CPU = torch.device("cpu")
 

@@ -272,8 +272,12 @@ def test_multi_pose_decoding_gives_each_centre_its_box_and_keypoints():
 def test_job_specs_name_stage_models_and_zoo_input_sizes():
     spec = JobSpec.parse({"inputs": ["a.jpg"], "output": "o"})
     assert (spec.stage1.model, spec.refiner.model) == ("movenet-multipose", "movenet-thunder")
-    with pytest.raises(SpecError, match="movenet-thunder"):
-        JobSpec.parse({"inputs": ["a.jpg"], "output": "o", "stage1": {"model": "movenet-thunder"}})
+    from pipeline.errors import JobSetupError
+    from pipeline.model_stages import check_weights
+
+    refiner_as_stage1 = {"inputs": ["a.jpg"], "output": "o", "stage1": {"model": "movenet-thunder"}}
+    with pytest.raises(JobSetupError, match="expected one of movenet-multipose, detposenet, onnx"):
+        check_weights(JobSpec.parse(refiner_as_stage1))
     with pytest.raises(SpecError, match="multiple of 32"):
         JobSpec.parse({"inputs": ["a.jpg"], "output": "o", "stage1": {"input_size": 300}})
 
@@ -285,10 +289,10 @@ def test_stage1_decodes_a_chunk_of_images_as_it_decodes_each_alone(monkeypatch):
 
     from jobs.run_cmd import sample_images
     from model.inference import zoo_stage1
-    from model.inference.weights import load_stage_model
+    from model.networks.resolve import load_network
 
     device = torch.device("cpu")
-    loaded = load_stage_model("stage1", None, device, model="movenet-multipose")
+    loaded = load_network("stage1", "movenet-multipose", device)
     model = zoo_stage1.ZooCoarsePoseModel(
         loaded, device, 20, [zoo_stage1.View(256)], 0.1, "float32"
     )

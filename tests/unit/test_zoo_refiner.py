@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 
 from model.codecs.boxes import xywh_to_xyxy
-from model.inference.refiner import PoseRefinerModel
-from model.inference.weights import load_stage_model
+from model.inference.refiner import MoveNetCropRefiner
+from model.networks.base import RefinerSettings
+from model.networks.resolve import load_network
 from tests.helpers import REPO_ROOT
 
 SAMPLE = REPO_ROOT / "tests" / "data" / "coco_sample"
@@ -36,8 +37,10 @@ def annotated_people():
 @pytest.mark.parametrize("flip_test", [False, True])
 def test_thunder_finds_the_annotated_keypoints_of_real_people(annotated_people, flip_test):
     image, boxes, truth = annotated_people
-    loaded = load_stage_model("refiner", None, torch.device("cpu"), model="movenet-thunder")
-    refiner = PoseRefinerModel(loaded, torch.device("cpu"), flip_test=flip_test)
+    loaded = load_network("refiner", "movenet-thunder")
+    refiner = MoveNetCropRefiner(
+        loaded, torch.device("cpu"), RefinerSettings(flip_test=flip_test, guide="pose")
+    )
     (poses,) = refiner([image], [boxes])
     labelled = truth[..., 2] > 0
     error = np.linalg.norm(poses.kpts_xys[..., :2] - truth[..., :2], axis=-1)[labelled]

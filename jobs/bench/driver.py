@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jobs.bench_probe import PeriodicSampler
+from jobs.bench.probe import PeriodicSampler
 
 DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
 MANIFEST_ROW_GROUP = 100_000

@@ -1,7 +1,7 @@
 """The plain-loop baseline of ``detpose bench``, run in a child process so that its start-up
 and memory are measured like the streaming job's:
 
-    python -m jobs.bench_loop SPEC.yaml MANIFEST.txt OUT_DIR RESULT.json
+    python -m jobs.bench.loop SPEC.yaml MANIFEST.txt OUT_DIR RESULT.json
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Markdown tables from ``bench/results.json``, for the README (``python -m jobs.bench_report``).
+"""Markdown tables from ``bench/results.json``, for the README (``python -m jobs.bench.report``).
 
 Printing the tables from the results file, rather than typing them, keeps the README's numbers
 exactly the measured ones.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from model.keypoints import NUM_KEYPOINTS, SKELETON
-from model.types import NUM_LIMBS, CoarseProposals
+from model.stage_data import NUM_LIMBS, CoarseProposals
 
 # A frontal standing person, (x, y) as fractions of the person's height from the top-centre.
 # Person's left is the image's right.

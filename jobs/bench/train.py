@@ -16,9 +16,9 @@ from model.inference.devices import resolve_device
 from model.training.datasets import RefinerDataset, Stage1Dataset, load_coco_keypoints
 from model.training.loop import NumWorkers, resolve_num_workers, worker_start_method
 from model.training.throughput import measure_training
-from schemas.model import coarse_preset, refiner_preset
+from schemas.network_configs import coarse_preset, refiner_preset
 
-SAMPLE_DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+SAMPLE_DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
 DEFAULT_DATA = (
     (SAMPLE_DATA / "coco_sample" / "annotations.json", SAMPLE_DATA / "coco_sample" / "images"),
     (

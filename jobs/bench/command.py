@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from jobs.bench_filter import benchmark_filter
-from jobs.bench_probe import TreeProbe, describe_peaks, steady_rate
+from jobs.bench.filter import benchmark_filter
+from jobs.bench.probe import TreeProbe, describe_peaks, steady_rate
 
 DEFAULT_SIZES = (500, 2000)
 # paper-size DetPoseNet costs seconds per image on a CPU: a few images show its rate there.
@@ -94,8 +94,9 @@ def paper_model_set(folder: Path, device: str) -> ModelSet:
     """``paper``-size DetPoseNet with random weights, saved as ordinary checkpoints."""
     import torch
 
-    from model.checkpoint import build_model, save_checkpoint
-    from schemas.model import coarse_preset, refiner_preset
+    from model.checkpoint import save_checkpoint
+    from model.networks.detposenet import build_model
+    from schemas.network_configs import coarse_preset, refiner_preset
 
     paths = {}
     for kind, config in (("stage1", coarse_preset("paper")), ("refiner", refiner_preset("paper"))):
@@ -171,12 +172,12 @@ def run_streaming_job(
 
 
 def run_plain_loop(spec_path: Path, manifest: Path, out: Path) -> dict[str, Any]:
-    """The plain-loop baseline (``jobs/bench_loop.py``) in a fresh process, probed."""
+    """The plain-loop baseline (``jobs/bench/loop.py``) in a fresh process, probed."""
     result_path = out / "loop-result.json"
     cmd = [
         sys.executable,
         "-m",
-        "jobs.bench_loop",
+        "jobs.bench.loop",
         str(spec_path),
         str(manifest),
         str(out),
@@ -247,8 +248,8 @@ def stage_ceilings(model_set: ModelSet, job: dict[str, Any], device: str) -> lis
     """
 
     from model.inference.devices import resolve_device, resolve_precision
-    from model.inference.throughput import forward_items_per_s, network_input_hw, random_batch
-    from model.inference.weights import load_stage_model
+    from model.inference.throughput import forward_items_per_s, random_batch
+    from model.networks.resolve import resolve_stage
     from pipeline.resources import max_crops_per_forward, resolved_batch_sizes
     from schemas.spec import JobSpec
 
@@ -265,13 +266,15 @@ def stage_ceilings(model_set: ModelSet, job: dict[str, Any], device: str) -> lis
         ("stage1", spec.stage1, sizes.stage1, 1.0, "images"),
         ("refiner", spec.refiner, crops_batch, crops_per_image, "crops"),
     ):
-        loaded = load_stage_model(kind, stage.checkpoint, torch_device, model=stage.model)
-        hw = network_input_hw(loaded, spec.stage1.input_size if kind == "stage1" else None)
+        resolved = resolve_stage(kind, spec, check=False)
+        loaded = resolved.load(torch_device)
+        forward = resolved.adapter.forward_fn(loaded)
+        hw = resolved.adapter.input_hw(loaded, spec.stage1.input_size if kind == "stage1" else None)
         if kind == "stage1":
-            ceiling = stage1_ceiling(loaded, spec, batch, job, torch_device, dtype)
+            ceiling = stage1_ceiling(resolved, forward, hw, batch, job, torch_device, dtype)
         else:
             ceiling = forward_items_per_s(
-                loaded.net, random_batch(batch, hw, torch_device), torch_device, dtype
+                forward, random_batch(batch, hw, torch_device), torch_device, dtype
             )
         job_rate = job["steady_images_per_s"] * per_image  # 0: the run had no steady window
         busy = next(
@@ -305,19 +308,26 @@ def stage_ceilings(model_set: ModelSet, job: dict[str, Any], device: str) -> lis
 
 
 def stage1_ceiling(
-    loaded: Any, spec: Any, batch: int, job: dict[str, Any], device: Any, dtype: Any
+    resolved: Any,
+    forward: Any,
+    input_hw: tuple[int, int],
+    batch: int,
+    job: dict[str, Any],
+    device: Any,
+    dtype: Any,
 ) -> float:
     """Stage 1's forward-only images/s over all its views: the inputs per image the job
-    ran at each size (``inputs_by_size`` of its ``stage1_inputs``), each at its own rate."""
-    from model.inference.throughput import forward_items_per_s, network_input_hw, random_batch
-    from model.inference.zoo_stage1 import inputs_by_size
+    ran at each size (``inputs_by_size`` of its ``stage1_inputs``), each at its own rate
+    (a network without views: one input of its own size)."""
+    from model.inference.throughput import forward_items_per_s, random_batch
+    from model.inference.zoo_stage1 import View, inputs_by_size
 
-    views = spec.stage1.resolved_views(network_input_hw(loaded)[0])
+    views = resolved.settings.views or (View(input_hw[0]),)
     per_image = inputs_by_size(views, job.get("stage1_inputs", job["images"]) / job["images"])
     seconds = 0.0
     for size, inputs in per_image.items():
         example = random_batch(batch, (size, size), device)
-        seconds += inputs / forward_items_per_s(loaded.net, example, device, dtype)
+        seconds += inputs / forward_items_per_s(forward, example, device, dtype)
     return 1.0 / seconds
 
 
@@ -328,8 +338,8 @@ def arithmetic_variants(device: str, compile_networks: bool) -> list[dict[str, A
     import torch
 
     from model.inference.devices import resolve_device
-    from model.inference.throughput import forward_items_per_s, network_input_hw, random_batch
-    from model.inference.weights import load_stage_model
+    from model.inference.throughput import forward_items_per_s, random_batch
+    from model.networks.resolve import resolve_stage
     from pipeline.resources import AUTO_BATCH
     from schemas.spec import JobSpec
 
@@ -347,11 +357,12 @@ def arithmetic_variants(device: str, compile_networks: bool) -> list[dict[str, A
     for kind, stage in (("stage1", spec.stage1), ("refiner", spec.refiner)):
         batch = AUTO_BATCH[device][kind] if kind == "stage1" else 16
         for precision, channels_last, dtype, compiled in variants:
-            loaded = load_stage_model(kind, None, torch_device, model=stage.model)
+            resolved = resolve_stage(kind, spec, check=False)
+            loaded = resolved.load(torch_device)
             net = loaded.net
             if not channels_last:
                 net = net.to(memory_format=torch.contiguous_format)
-            hw = network_input_hw(loaded)
+            hw = resolved.adapter.input_hw(loaded)
             inputs = random_batch(batch, hw, torch_device, channels_last)
             started = time.perf_counter()
             if compiled:
@@ -463,7 +474,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_bench_train(args: argparse.Namespace) -> int:
     """``detpose bench --train``: only the training benchmark, merged into ``results.json``."""
-    from jobs.bench_train import benchmark_training
+    from jobs.bench.train import benchmark_training
 
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -486,7 +497,7 @@ def cmd_bench_any(args: argparse.Namespace) -> int:
     if args.train:
         return cmd_bench_train(args)
     if args.driver is not None:
-        from jobs.bench_driver import cmd_bench_driver
+        from jobs.bench.driver import cmd_bench_driver
 
         return cmd_bench_driver(args)
     return cmd_bench(args)

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from model.filtering.filters import filter_proposals
-from model.filtering.scenes import random_scene
+from model.filtering.synthetic_proposals import random_scene
 from schemas.filtering import FilterSpec
 
 BENCH_IMAGE_WH = (640, 480)
