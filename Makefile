@@ -31,7 +31,7 @@ bench: $(STAMP)
 	$(VENV)/bin/detpose bench --output bench
 	$(VENV)/bin/detpose bench --train --output bench
 
-# DetPoseNet's own networks trained on synthetic scenes and evaluated (README, "Evidence on
+# DetPoseNet's own networks trained on synthetic scenes and evaluated (docs/method.md, "Evidence on
 # synthetic scenes"); resumes finished steps. SYNTH_ARGS="--no-ablations" trains the full method only.
 SYNTH_ARGS ?=
 synth-demo: $(STAMP)
@@ -42,7 +42,7 @@ eval-real: $(STAMP)
 	$(VENV)/bin/detpose eval --annotations data/crowds/annotations.json --images data/crowds/images \
 	  --output build/eval-real --filter coarse,nms,oks_nms,none
 
-# Every setting the README's "Crowds" section reports, scored per part of the set (about an
+# Every setting docs/evaluation.md's "Crowds" section reports, scored per part of the set (about an
 # hour on 2 cores; resumes finished runs).
 crowd-report: $(STAMP)
 	$(VENV)/bin/detpose crowd-report --out build/crowd-report

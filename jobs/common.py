@@ -15,17 +15,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
 if TYPE_CHECKING:  # the annotation only: jobs.common is imported by every command
-    from pipeline.job_parts import PartsReport
+    from pipeline.store.job_parts import PartsReport
 
 LOCAL_CPU_OVERSUBSCRIPTION = 4
 MIN_LOCAL_LOGICAL_CPUS = 8
-
 
 
 def literal_choices(literal: Any) -> list[str]:
     """A command line's choices for a spec field typed ``Literal[...]``: the spec's type is
     the one list, so a new value reaches the flag without editing it."""
     return [str(value) for value in get_args(literal)]
+
 
 def number_in(
     kind: type[int] | type[float],
@@ -60,8 +60,8 @@ def number_in(
 def add_output_args(parser: argparse.ArgumentParser, partial: bool = True) -> None:
     """``--replace-symlink`` and (``partial``) ``--allow-partial``, for the commands that read
     a job's part files or write files for people and other tools."""
-    from pipeline.job_parts import ALLOW_PARTIAL_FLAG
-    from pipeline.outputs import REPLACE_SYMLINK_FLAG
+    from pipeline.store.job_parts import ALLOW_PARTIAL_FLAG
+    from pipeline.store.outputs import REPLACE_SYMLINK_FLAG
 
     parser.add_argument(
         REPLACE_SYMLINK_FLAG,

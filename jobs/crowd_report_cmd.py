@@ -1,5 +1,5 @@
 """``detpose crowd-report``: DetPose on the real crowd set (``data/crowds``), every setting
-the README's "Crowds" section reports, and the report itself.
+docs/evaluation.md's "Crowds" section reports, and the report itself.
 
 Each run is the command a user would run, started as a subprocess: ``detpose eval`` with a
 spec that changes one thing from the defaults (or puts back the single-scale defaults that
@@ -139,7 +139,7 @@ CROWDED_INDEX = 0.1
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "crowd-report",
-        help="score DetPose on the real crowd set under every reported setting (README, Crowds)",
+        help="score DetPose on the real crowd set under every reported setting (docs/evaluation.md, Crowds)",
         description="Run `detpose eval` on data/crowds with the defaults, the single-scale "
         "defaults before, ground-truth boxes, each refiner choice and low-light copies; "
         "score each part of the set and write OUT/report.md and OUT/report.json.",
@@ -195,7 +195,7 @@ def score_run(run: Run, annotations: Path, images: Path, out: Path) -> dict[str,
     import pyarrow.compute as pc
 
     from model.evaluation.results import RANKINGS
-    from pipeline.evaluation import load_benchmark, read_eval_rows, subset_reports
+    from pipeline.graph.evaluation import load_benchmark, read_eval_rows, subset_reports
     from schemas.spec import StorageSpec
 
     storage = StorageSpec()

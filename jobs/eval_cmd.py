@@ -97,7 +97,7 @@ def _replaced_by_eval(name: str) -> bool:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from jobs.common import init_ray, quiet_ray_logs
-    from pipeline.evaluation import (
+    from pipeline.graph.evaluation import (
         eval_boxes,
         eval_record,
         evaluate_rows,
@@ -106,8 +106,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         match_job_uris,
         run_eval_rows,
     )
-    from pipeline.model_stages import check_weights
-    from pipeline.outputs import check_output_folder, write_json
+    from pipeline.graph.model_stages import check_weights
+    from pipeline.store.outputs import check_output_folder, write_json
     from schemas.spec import join_uri
 
     started = time.perf_counter()

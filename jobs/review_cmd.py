@@ -7,7 +7,7 @@ import sys
 import time
 
 from jobs.common import add_output_args, number_in, print_parts_report
-from pipeline.review import (
+from pipeline.review.gallery import (
     DEFAULT_LIMIT,
     DEFAULT_MAX_ERRORS,
     DEFAULT_THUMB_SIDE,

@@ -105,7 +105,7 @@ def check_local_device(spec: JobSpec, num_gpus: float | None) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.job import execute_job, prepare_job
+    from pipeline.graph.job import execute_job, prepare_job
 
     spec = spec_from_args(args)
     register_secrets(spec.storage)

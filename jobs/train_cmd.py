@@ -8,7 +8,7 @@ import logging
 import yaml
 from pydantic import ValidationError
 
-from jobs.common import literal_choices
+from jobs.common import literal_choices, number_in
 from model.checkpoint import CheckpointError
 from model.inference.devices import resolve_device
 from model.training.datasets import RefinerDataset, Stage1Dataset, load_coco_keypoints
@@ -50,8 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--config", choices=literal_choices(RefinerPresetName), default="tiny",
-        help="size preset; paper-256x256 and paper-384x384 are refiner presets with the "
-        "paper's square crops",
+        help="size preset; coco-recipe is DetPose's COCO recipe (docs/training.md); "
+        "coco-recipe-256x256 and coco-recipe-384x384 are refiner presets with the paper's "
+        "square crops",
     )  # fmt: skip
     parser.add_argument(
         "--set", action="append", default=[], type=_config_override, metavar="FIELD=VALUE",
@@ -81,15 +82,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--save-every", type=int, default=200, help="write the checkpoint every N steps"
     )
     parser.add_argument(
-        "--workers", type=_workers, default="auto", metavar="N|auto",
-        help="loader worker processes that load and augment batches ahead of the step; 0 loads "
-        "in this process; 'auto' (default): one per CPU core but one, at most 4 (8 on CUDA)",
+        "--loader-workers", type=_loader_workers, default="auto", metavar="N|auto",
+        help="single-process training: loader worker processes that load and augment batches "
+        "ahead of the step; 0 loads in this process; 'auto' (default): one per CPU core but "
+        "one, at most 4 (8 on CUDA)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--workers", type=int, default=None, metavar="N",
+        help="train on Ray Train with N data-parallel (DDP) workers fed by a Ray Data stream "
+        "of samples; default: one process without Ray (docs/training.md)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--gpus-per-worker", type=float, default=0.0, metavar="G",
+        help="with --workers: GPUs per worker (0: CPU workers)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-failures", type=int, default=2, metavar="K",
+        help="with --workers: worker-group failures to recover from (each resumes from the "
+        "last checkpoint)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--num-cpus", type=number_in(int, 1), metavar="N",
+        help="with --workers: logical CPUs for a local Ray (default: max(8, 4 x cores); "
+        "ignored with RAY_ADDRESS)",
     )  # fmt: skip
     parser.set_defaults(func=run_train)
 
 
-def _workers(text: str) -> int | str:
-    """``--workers``: ``auto`` or an integer >= 0."""
+def _loader_workers(text: str) -> int | str:
+    """``--loader-workers``: ``auto`` or an integer >= 0."""
     if text == "auto":
         return text
     if not text.isdigit():
@@ -162,6 +183,8 @@ def run_train(args: argparse.Namespace) -> int:
                 "got %d for --%s; expected a positive integer", value, flag.replace("_", "-")
             )
             return 2
+    if args.workers is not None:
+        return run_train_on_ray(args)
     try:
         device = resolve_device(args.device)
         cfg = training_config(args.network, args.config, args.overrides, args.batch_size)
@@ -183,7 +206,7 @@ def run_train(args: argparse.Namespace) -> int:
         record = train(
             args.network, cfg, dataset, steps, args.out, device=device, resume=not args.no_resume,
             seed=args.seed, log_every=args.log_every, save_every=args.save_every, data_description=described,
-            num_workers=args.workers,
+            num_workers=args.loader_workers,
         )  # fmt: skip
     except (OSError, ValueError) as exc:  # CheckpointError is a ValueError
         kind = "checkpoint" if isinstance(exc, CheckpointError) else type(exc).__name__
@@ -194,5 +217,68 @@ def run_train(args: argparse.Namespace) -> int:
         "done: %d steps in %.0f s; loss %.4g -> %.4g; checkpoint %s",
         record["steps"], record["seconds"], record.get("first_losses", {}).get("total", float("nan")),
         losses.get("total", float("nan")), args.out,
+    )  # fmt: skip
+    return 0
+
+
+def run_train_on_ray(args: argparse.Namespace) -> int:
+    """``detpose train --workers N``: Ray Train DDP workers fed by a Ray Data sample stream
+    (``pipeline/training``); storage endpoint and credentials come from the environment, as
+    for jobs (docs/spec.md, "S3 and credentials")."""
+    from jobs.common import init_ray, quiet_ray_logs
+    from pipeline.store.storage import storage_options
+    from pipeline.training.trainer import RayTrainPlan, train_on_ray
+    from schemas.spec import StorageSpec
+
+    if args.workers < 1 or args.max_failures < 0 or args.gpus_per_worker < 0:
+        logger.error("--workers must be >= 1, --max-failures and --gpus-per-worker >= 0")
+        return 2
+    try:
+        cfg = training_config(args.network, args.config, args.overrides, args.batch_size)
+        if cfg.batch_size % args.workers:
+            raise ValueError(
+                f"batch size {cfg.batch_size} does not split evenly over {args.workers} workers"
+            )
+        storage = StorageSpec()
+        records = [
+            rec
+            for annotations, images in zip(args.annotations, args.images, strict=True)
+            for rec in load_coco_keypoints(
+                annotations, images, storage_options(annotations, storage)
+            )
+        ]
+        steps = args.steps if args.steps is not None else cfg.default_steps
+        plan = RayTrainPlan(
+            kind=args.network,
+            config=cfg.model_dump(mode="json"),
+            steps=steps,
+            out=args.out,
+            workers=args.workers,
+            gpus_per_worker=args.gpus_per_worker,
+            seed=args.seed,
+            log_every=args.log_every,
+            save_every=args.save_every,
+            augment=not args.no_augment,
+            resume=not args.no_resume,
+            max_failures=args.max_failures,
+            data_description="; ".join(
+                f"{a} (images: {i})" for a, i in zip(args.annotations, args.images, strict=True)
+            ),
+            storage_options=storage_options(args.images[0], storage),
+        )
+        logger.info(
+            "training %s (%s) on Ray Train: %d workers, %d images, %d steps of %d samples",
+            args.network, args.config, args.workers, len(records), steps, cfg.batch_size,
+        )  # fmt: skip
+        init_ray(args.num_cpus, None)
+        quiet_ray_logs()
+        record = train_on_ray(plan, records)
+    except (OSError, ValueError) as exc:  # CheckpointError is a ValueError
+        kind = "checkpoint" if isinstance(exc, CheckpointError) else type(exc).__name__
+        logger.error("training failed (%s): %s", kind, exc)
+        return 1
+    logger.info(
+        "done: %d steps on %d workers in %.0f s; loss %s; checkpoint %s",
+        record["steps"], args.workers, record["seconds"], record.get("losses", {}), args.out,
     )  # fmt: skip
     return 0

@@ -98,6 +98,7 @@ def save_checkpoint(
     record: dict[str, Any],
     optimizer_state: dict[str, Any] | None = None,
     network: str = "detposenet",
+    storage_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Write a checkpoint (local path or fsspec URI); local files are replaced atomically.
 
@@ -109,6 +110,7 @@ def save_checkpoint(
         record: training record of primitives (steps, losses, time, versions, data).
         optimizer_state: optional optimiser state dict, for resuming.
         network: the registered network the checkpoint is for.
+        storage_options: fsspec options for a URI (endpoint, credentials).
     """
     if kind not in _CONFIG_TYPES or not isinstance(config, _CONFIG_TYPES[kind]):
         raise ValueError(f"got kind {kind!r} with a {type(config).__name__}")
@@ -127,7 +129,7 @@ def save_checkpoint(
     torch.save(payload, buffer)
     target = os.fspath(path_or_uri)
     if "://" in target:
-        with fsspec.open(target, "wb") as f:
+        with fsspec.open(target, "wb", **dict(storage_options or {})) as f:
             f.write(buffer.getvalue())
         return
     directory = os.path.dirname(os.path.abspath(target))

@@ -38,7 +38,7 @@ class FilterSpec(BaseModel):
         description="A box whose coarse pose has OKS above this against an accepted pose is a "
         "duplicate. The OKS is symmetric: over the keypoints both poses found, at the larger "
         "pose's scale. Two boxes on one person share one grouped pose (OKS 1); 0.5 was "
-        "measured best on the real crowd set (README, 'Crowds').",
+        "measured best on the real crowd set (docs/evaluation.md, 'Crowds').",
     )
     inside_fraction: float = Field(
         0.8,

@@ -114,7 +114,7 @@ COUNTS_TYPE = pa.struct(
     [pa.field(name, pa.int32(), nullable=name in ADDED_COUNT_FIELDS) for name in COUNT_FIELDS]
 )
 
-# Kinds of transient storage error a read is retried for (pipeline.fetch.retry_kind):
+# Kinds of transient storage error a read is retried for (pipeline.store.fetch.retry_kind):
 # throttled (429, 503 SlowDown and other throttling codes), server_error (other 5xx, malformed
 # responses), connection (refused, reset, closed mid-body), timeout (connect or read timeout).
 RETRY_KINDS: tuple[str, ...] = ("throttled", "server_error", "connection", "timeout")

@@ -173,12 +173,12 @@ class StageSpec(BaseModel):
     batch_size: Annotated[int, Field(gt=0, le=4096)] | Literal["auto"] = Field(
         "auto",
         description="Images per batch sent to an actor. 'auto': what keeps the device busy "
-        "(large on CUDA, small on CPU; pipeline/resources.py).",
+        "(large on CUDA, small on CPU; pipeline/graph/resources.py).",
     )
     actors: Annotated[int, Field(gt=0, le=1024)] | Literal["auto"] = Field(
         "auto",
         description="Actors in the pool. 'auto': two per GPU on GPU clusters; on CPU one for "
-        "stage 1 and one refiner per core of the driver's machine (pipeline/resources.py).",
+        "stage 1 and one refiner per core of the driver's machine (pipeline/graph/resources.py).",
     )
     num_gpus: Annotated[float, Field(ge=0.0, le=8.0)] | Literal["auto"] = Field(
         "auto",
@@ -360,7 +360,7 @@ class Stage1View(BaseModel):
 
 
 # Stage 1's passes when a spec names neither stage1.views nor stage1.input_size; chosen by
-# measured keypoint AP per unit of cost on the real crowd set (README, "Crowds").
+# measured keypoint AP per unit of cost on the real crowd set (docs/evaluation.md, "Crowds").
 DEFAULT_STAGE1_VIEWS: tuple[Stage1View, ...] = (
     Stage1View(input_size=256),
     Stage1View(input_size=512),
@@ -404,7 +404,7 @@ class Stage1Spec(StageSpec):
         "whose person boxes (category 1), top proposals_per_image by score per image, replace "
         "stage 1's box proposals; stage 1 still gives the coarse poses. An entry's file_name "
         "(or its image_id's, through box_images) matches an input URI ending with it; images "
-        "without detections get no persons. Read once on the driver (README, 'Boxes from "
+        "without detections get no persons. Read once on the driver (docs/spec.md, 'Boxes from "
         "another detector').",
     )
     box_images: str | None = Field(
@@ -534,7 +534,7 @@ class JobSpec(BaseModel):
         "auto",
         description="Arithmetic of the model stages. 'auto': float16 autocast on CUDA, float32 "
         "on CPU; 'bfloat16' is faster on CPUs with native bfloat16 instructions but less "
-        "accurate (README, 'Benchmarks').",
+        "accurate (docs/benchmarks.md).",
     )
     stage1: Stage1Spec = Field(
         default_factory=Stage1Spec, description="Stage 1 (proposals and coarse poses)."

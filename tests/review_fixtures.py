@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.storage import image_id_for
+from pipeline.store.storage import image_id_for
 from schemas.output import ANNOTATION_SCHEMA, COUNT_FIELDS, RETRY_KINDS
 from tests.helpers import synthetic_jpeg
 

@@ -1,4 +1,4 @@
-"""``detpose bench``: measured numbers for the README, written to ``bench/results.json``.
+"""``detpose bench``: measured numbers for docs/benchmarks.md, written to ``bench/results.json``.
 
 ``command``: the command line and the streaming-job / plain-loop / stage-ceiling benchmark.
 ``loop``: the plain-loop baseline, run as ``python -m jobs.bench.loop`` in a child process.

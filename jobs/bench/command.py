@@ -1,8 +1,8 @@
-"""``detpose bench``: measured numbers for the README, written to ``bench/results.json``.
+"""``detpose bench``: measured numbers for docs/benchmarks.md, written to ``bench/results.json``.
 
 - the filter micro-benchmark (stage 2 alone, per image, every mode);
 - the streaming job against a plain single-process loop on the same images, models,
-  batch sizes and machine (``pipeline/plain_loop.py``): whole-job and steady-state
+  batch sizes and machine (``pipeline/graph/plain_loop.py``): whole-job and steady-state
   throughput, peak memory (driver plus every Ray process, as PSS) and CPU seconds by role;
 - the forward-only ceiling of each model stage, and how close the job comes to it;
 - the arithmetic variants of each network (layout, precision, compilation), which chose
@@ -99,7 +99,7 @@ def paper_model_set(folder: Path, device: str) -> ModelSet:
     from schemas.network_configs import coarse_preset, refiner_preset
 
     paths = {}
-    for kind, config in (("stage1", coarse_preset("paper")), ("refiner", refiner_preset("paper"))):
+    for kind, config in (("stage1", coarse_preset("coco-recipe")), ("refiner", refiner_preset("coco-recipe"))):
         torch.manual_seed(0)
         paths[kind] = folder / f"paper-{kind}.pt"
         if not paths[kind].exists():
@@ -250,7 +250,7 @@ def stage_ceilings(model_set: ModelSet, job: dict[str, Any], device: str) -> lis
     from model.inference.devices import resolve_device, resolve_precision
     from model.inference.throughput import forward_items_per_s, random_batch
     from model.networks.resolve import resolve_stage
-    from pipeline.resources import max_crops_per_forward, resolved_batch_sizes
+    from pipeline.graph.resources import max_crops_per_forward, resolved_batch_sizes
     from schemas.spec import JobSpec
 
     spec = JobSpec.parse({"inputs": ["/bench"], "output": "/bench", **model_set.spec})
@@ -340,7 +340,7 @@ def arithmetic_variants(device: str, compile_networks: bool) -> list[dict[str, A
     from model.inference.devices import resolve_device
     from model.inference.throughput import forward_items_per_s, random_batch
     from model.networks.resolve import resolve_stage
-    from pipeline.resources import AUTO_BATCH
+    from pipeline.graph.resources import AUTO_BATCH
     from schemas.spec import JobSpec
 
     spec = JobSpec.parse({"inputs": ["/bench"], "output": "/bench"})

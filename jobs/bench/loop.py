@@ -12,7 +12,7 @@ from pathlib import Path
 
 from model.inference.devices import resolve_device
 from model.inference.throughput import synchronizer
-from pipeline.plain_loop import run_plain_loop
+from pipeline.graph.plain_loop import run_plain_loop
 from schemas.spec import JobSpec
 
 

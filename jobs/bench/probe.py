@@ -16,7 +16,7 @@ from typing import Any
 
 import fsspec
 
-from pipeline.progress import count_written_rows
+from pipeline.graph.progress import count_written_rows
 
 # Ray's own processes, by the program or script they run (workers run default_worker.py,
 # and rename themselves "ray::<actor or task>").

@@ -1,6 +1,6 @@
-"""Markdown tables from ``bench/results.json``, for the README (``python -m jobs.bench.report``).
+"""Markdown tables from ``bench/results.json``, for docs/benchmarks.md (``python -m jobs.bench.report``).
 
-Printing the tables from the results file, rather than typing them, keeps the README's numbers
+Printing the tables from the results file, rather than typing them, keeps the documented numbers
 exactly the measured ones.
 """
 

@@ -47,7 +47,7 @@ def benchmark_training(
     torch_device = resolve_device(device)
     workers = resolve_num_workers(num_workers, torch_device)
     records = [rec for ann, images in data for rec in load_coco_keypoints(str(ann), str(images))]
-    presets = ["tiny", "paper"] if torch_device.type == "cuda" else ["tiny"]
+    presets = ["tiny", "coco-recipe"] if torch_device.type == "cuda" else ["tiny"]
     runs = []
     for preset in presets:
         for kind in ("stage1", "refiner"):

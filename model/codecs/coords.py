@@ -18,7 +18,7 @@ Pixel-centre convention: pixel ``i`` has its centre at coordinate ``i`` and cove
 ``(x1, y1, x2, y2)``. Affines are ``[N, 2, 3]`` float64 matrices mapping ``(x, y, 1)`` of their
 source space to their target space.
 
-This module does not import torch (the CPU task workers of ``pipeline/tasks.py`` use it without
+This module does not import torch (the CPU task workers of ``pipeline/graph/tasks.py`` use it without
 torch); functions given tensors work on them with the tensors' own methods.
 """
 

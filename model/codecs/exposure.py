@@ -1,7 +1,7 @@
 """Exposure of dark photos: measured from each image's own pixels, corrected before the networks.
 
 What hurts a dark photo is less its dimness (MoveNet copes with it) than the sensor noise
-that comes with it, which brightening only amplifies (README, "Crowds"). So a dark image is
+that comes with it, which brightening only amplifies (docs/evaluation.md, "Crowds"). So a dark image is
 denoised when it is noisy, and brightened only when almost no signal is left.
 
 Numpy and Pillow only, so the decode tasks that call it stay free of torch.
@@ -18,7 +18,7 @@ from PIL import Image, ImageFilter
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 # Mean and percentiles of luma are taken on every this-many-th pixel per axis: cheap, enough.
 LUMA_STRIDE = 4
-# Measured on the real crowd set's low-light copies and its real dark frames (README,
+# Measured on the real crowd set's low-light copies and its real dark frames (docs/evaluation.md,
 # "Crowds"): a 1-pixel Gaussian blur of a noisy dark photo found the most people; clean dim
 # photos (noise 2.8-3.5 grey levels) lose a little from it, the low-light copies (5.7-8.7)
 # gain; brightening helped only frames whose brightest percent stays under 6 % luma.

@@ -25,7 +25,7 @@ def instance_score(box_score: float, pose_score: float) -> float:
 
 
 # Ways to rank a person among an image's detections; "product" (instance_score) is DetPose's,
-# measured best on the real crowd set (README, "Crowds"); the others are kept to compare.
+# measured best on the real crowd set (docs/evaluation.md, "Crowds"); the others are kept to compare.
 RANKINGS: dict[str, Callable[[float, float], float]] = {
     "product": instance_score,
     "box": lambda box_score, pose_score: float(box_score),

@@ -49,7 +49,7 @@ def resolve_precision(device: torch.device, precision: str = "auto") -> torch.dt
     """The autocast dtype of the model stages on ``device``, ``None`` for float32.
 
     ``auto``: float16 on CUDA, float32 on CPU. bfloat16 on a CPU with native bfloat16 is
-    faster but measurably less accurate (README, "Benchmarks"), so it is asked for by name.
+    faster but measurably less accurate (docs/benchmarks.md), so it is asked for by name.
     """
     if precision != "auto":
         return PRECISIONS[precision]

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from model.networks.base import RefinerSettings
 
 FLIP_PERMUTATION = flip_permutation(NUM_KEYPOINTS, FLIP_PAIRS)
-# A zoo crop covers the person box grown to a square times this (README, "Crowds": 1.0
+# A zoo crop covers the person box grown to a square times this (docs/evaluation.md, "Crowds": 1.0
 # measured best with stage 1's and with ground-truth boxes; MoveNet's own rule is 1.25).
 ZOO_CROP_PADDING = 1.0
 REFINER_GUIDES: tuple[str, ...] = get_args(RefinerGuide)

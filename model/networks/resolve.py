@@ -105,7 +105,9 @@ def stage_settings(
         )
     refiner = spec.refiner
     guide = refiner.guide if refiner.guide is not None else adapter.default_guide
-    return RefinerSettings(spec.flip_test, refiner.crop_padding, refiner.second_crop_padding, guide, spec.precision)
+    return RefinerSettings(
+        spec.flip_test, refiner.crop_padding, refiner.second_crop_padding, guide, spec.precision
+    )
 
 
 def resolve_stage(

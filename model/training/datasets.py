@@ -12,7 +12,8 @@ from __future__ import annotations
 import io
 import json
 from collections import OrderedDict
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import fsspec
 import numpy as np
@@ -67,7 +68,9 @@ class CocoImage(NamedTuple):
     ignore_regions: tuple[IgnoreRegion, ...] = ()
 
 
-def load_coco_keypoints(annotations_uri: str, images_root: str) -> list[CocoImage]:
+def load_coco_keypoints(
+    annotations_uri: str, images_root: str, storage_options: Mapping[str, Any] | None = None
+) -> list[CocoImage]:
     """Parse a COCO person-keypoints JSON into per-image records.
 
     Non-crowd annotations with keypoints are persons (``boxes_xyxy``, ``kpts_xyv``), including
@@ -79,7 +82,7 @@ def load_coco_keypoints(annotations_uri: str, images_root: str) -> list[CocoImag
         ValueError: the file is not COCO keypoints JSON with 17 keypoints per person, or a
             crowd's or unlabelled person's segmentation is malformed.
     """
-    with fsspec.open(annotations_uri, "rb") as f:
+    with fsspec.open(annotations_uri, "rb", **dict(storage_options or {})) as f:
         try:
             data = json.load(f)
         except json.JSONDecodeError as exc:
@@ -154,12 +157,13 @@ def _ignore_regions(
     return tuple(regions)
 
 
-def read_image_rgb(uri: str) -> np.ndarray:
-    """Decode an image file (local or fsspec URI) as ``[H, W, 3]`` uint8 RGB.
+def read_image_rgb(uri: str, storage_options: Mapping[str, Any] | None = None) -> np.ndarray:
+    """Decode an image file (local or fsspec URI, opened with ``storage_options``) as
+    ``[H, W, 3]`` uint8 RGB.
 
     EXIF orientation is not applied: COCO annotations refer to the stored pixel grid.
     """
-    with fsspec.open(uri, "rb") as f:
+    with fsspec.open(uri, "rb", **dict(storage_options or {})) as f:
         data = f.read()
     with Image.open(io.BytesIO(data)) as img:
         return np.asarray(img.convert("RGB"))
@@ -168,19 +172,24 @@ def read_image_rgb(uri: str) -> np.ndarray:
 class _ImageCache:
     """Keeps the last ``capacity`` decoded images."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, storage_options: Mapping[str, Any] | None = None) -> None:
         self.capacity = capacity
+        self.storage_options = dict(storage_options or {})
         self.images: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def __getstate__(self) -> dict:
         # A copy sent to a loader worker starts empty: each worker fills its own.
-        return {"capacity": self.capacity, "images": OrderedDict()}
+        return {
+            "capacity": self.capacity,
+            "storage_options": self.storage_options,
+            "images": OrderedDict(),
+        }
 
     def get(self, uri: str) -> np.ndarray:
         if uri in self.images:
             self.images.move_to_end(uri)
             return self.images[uri]
-        image = read_image_rgb(uri)
+        image = read_image_rgb(uri, self.storage_options)
         if self.capacity > 0:
             self.images[uri] = image
             if len(self.images) > self.capacity:
@@ -198,13 +207,14 @@ class _AugmentedImages(Dataset):
         augment: bool,
         seed: int = 0,
         cache_images: int = 256,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.records = records
         self.cfg = cfg
         self.augment = augment
         self.seed = seed
         self.rng = np.random.default_rng(seed)
-        self.cache = _ImageCache(cache_images)
+        self.cache = _ImageCache(cache_images, storage_options)
 
     def reseed(self, stream: int) -> None:
         """Draw augmentation from a stream of its own, from the dataset seed and ``stream``.
@@ -316,8 +326,9 @@ class RefinerDataset(_AugmentedImages):
         augment: bool,
         seed: int = 0,
         cache_images: int = 256,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(records, cfg, augment, seed, cache_images)
+        super().__init__(records, cfg, augment, seed, cache_images, storage_options)
         self.persons = [
             (i, p)
             for i, rec in enumerate(records)

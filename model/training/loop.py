@@ -43,6 +43,24 @@ LossFn = Callable[[nn.Module, dict[str, torch.Tensor], Any], dict[str, torch.Ten
 PREFETCH_BATCHES_PER_WORKER = 4
 
 
+def make_optimizer(
+    params: Iterator[nn.Parameter], cfg: CoarseNetConfig | RefinerConfig
+) -> torch.optim.Optimizer:
+    """The optimiser ``cfg.optimizer`` names, at ``cfg.learning_rate``."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.learning_rate)
+    return torch.optim.Adam(params, lr=cfg.learning_rate)
+
+
+def set_training_mode(model: nn.Module, cfg: CoarseNetConfig | RefinerConfig) -> None:
+    """``model.train()``, BatchNorm layers kept in inference mode with ``freeze_batchnorm``."""
+    model.train()
+    if cfg.freeze_batchnorm:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
 def learning_rate_at(step: int, total_steps: int, base_lr: float, drop_at: float) -> float:
     """Step schedule: ``base_lr``, then ``base_lr / 10`` from ``drop_at * total_steps`` on."""
     return base_lr if step < drop_at * total_steps else base_lr * 0.1
@@ -314,7 +332,12 @@ def resumable_changes(
             "checkpoint; choose a new output path or turn resuming off"
         )
     new = cfg.model_dump(mode="json")
-    stored = payload["config"]
+    # A field added after the checkpoint was written reads as its default there.
+    fields = type(cfg).model_fields
+    stored = {
+        **{k: fields[k].default for k in new if k not in payload["config"]},
+        **payload["config"],
+    }
     changed = {k: [stored.get(k), v] for k, v in new.items() if stored.get(k) != v}
     architecture = sorted(set(changed) & cfg.ARCHITECTURE_FIELDS)
     if architecture or set(stored) - set(new):
@@ -378,7 +401,7 @@ def train(
     workers = resolve_num_workers(num_workers, device)
     torch.manual_seed(seed)
     model = build_model(kind, cfg)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    optimizer = make_optimizer(model.parameters(), cfg)
     out_name = os.fspath(out_uri)
     record: dict[str, Any] = {
         "steps": 0,
@@ -414,7 +437,7 @@ def train(
     batches = device_batches(
         dataset, cfg.batch_size, seed + start_step, device, workers, (start_step, steps)
     )
-    model.train()
+    set_training_mode(model, cfg)
     window: dict[str, list[torch.Tensor]] = {}
     started = time.monotonic()
     seconds_before = float(record["seconds"])

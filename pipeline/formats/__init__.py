@@ -24,8 +24,8 @@ from pipeline.formats.common import (
 )
 from pipeline.formats.cvat import raw_labels_json, read_cvat, write_cvat
 from pipeline.formats.labelstudio import labeling_config, read_labelstudio, write_labelstudio
-from pipeline.outputs import check_output_file, open_atomic, write_atomic
-from pipeline.storage import open_input
+from pipeline.store.outputs import check_output_file, open_atomic, write_atomic
+from pipeline.store.storage import open_input
 from schemas.spec import StorageSpec
 
 EXPORT_FORMATS = ("coco", "cvat", "labelstudio")
@@ -63,7 +63,7 @@ def export_job(
     CVAT and Label Studio also get a file that sets the tool up beside ``out_uri``: CVAT's
     labels (``*.labels.json``, for the label editor's "Raw" tab) and Label Studio's labeling
     config (``*.label_config.xml``). Both targets are checked before any row is read
-    (``pipeline.outputs``). A part file that cannot be read stops the export unless
+    (``pipeline.store.outputs``). A part file that cannot be read stops the export unless
     ``allow_partial``; the file then says it is partial (``summary.parts``).
 
     Raises:

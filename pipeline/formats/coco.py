@@ -29,7 +29,7 @@ from pipeline.formats.common import (
     validation_error,
     write_json_items,
 )
-from pipeline.outputs import strict_json
+from pipeline.store.outputs import strict_json
 from schemas.formats import CocoAnnotation, CocoImage, CocoKeypointsFile
 
 CATEGORY_ID = 1

@@ -22,15 +22,15 @@ from pydantic import ValidationError
 
 from model.keypoints import NUM_KEYPOINTS
 from pipeline.errors import JobSetupError
-from pipeline.job_parts import JobParts, PartsReport
-from pipeline.outputs import strict_json
-from pipeline.storage import absolute_if_local, image_id_for
+from pipeline.store.job_parts import JobParts, PartsReport
+from pipeline.store.outputs import strict_json
+from pipeline.store.storage import absolute_if_local, image_id_for
 from schemas.output import STATUS_OK
 from schemas.spec import StorageSpec, join_uri, uri_scheme
 
 # A keypoint whose score is below MIN is not labelled (COCO v=0, CVAT outside); one below
 # VISIBLE is labelled but occluded (v=1); the rest are visible (v=2). 0.2 is the score above
-# which a keypoint counts in a person's pose_score (README, "Annotation row").
+# which a keypoint counts in a person's pose_score (docs/output.md, "Annotation row").
 DEFAULT_MIN_SCORE = 0.2
 DEFAULT_VISIBLE_SCORE = 0.5
 DEFAULT_BATCH_ROWS = 1024
@@ -231,7 +231,7 @@ class ImageNames:
         return join_uri(root, file_name) if root and not is_absolute(file_name) else file_name
 
     def image_id_for(self, file_name: str) -> int:
-        """DetPose's id of the image (``pipeline.storage.image_id_for`` of its URI), so a
+        """DetPose's id of the image (``pipeline.store.storage.image_id_for`` of its URI), so a
         reviewed file's ids match the job's rows when the URIs can be rebuilt."""
         return image_id_for(self.uri_for(file_name))
 
@@ -283,7 +283,7 @@ class JobRows:
 
     Nothing is cached: each ``images`` call streams the part files again, so memory holds
     one batch, whatever the size of the job. Rows are checked as they are read
-    (``pipeline.job_parts``): a part file that cannot be read stops the export, naming it,
+    (``pipeline.store.job_parts``): a part file that cannot be read stops the export, naming it,
     unless ``allow_partial``.
     """
 

@@ -38,7 +38,7 @@ from pipeline.formats.common import (
     clipped,
     outside_reach,
 )
-from pipeline.outputs import strict_json
+from pipeline.store.outputs import strict_json
 from schemas.formats import MAX_IMAGE_SIDE
 from schemas.output import ORIGIN_DETECTED, ORIGIN_RECOVERED
 

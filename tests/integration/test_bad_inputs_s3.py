@@ -5,8 +5,8 @@ from __future__ import annotations
 import boto3
 import pytest
 
-from pipeline.job import run_job
-from pipeline.sink import JobPaths, read_annotations
+from pipeline.graph.job import run_job
+from pipeline.store.sink import JobPaths, read_annotations
 from schemas.spec import JobSpec
 from tests.conftest import NO_PROGRESS_TIMEOUT_S
 from tests.helpers import corrupt_objects, synthetic_jpeg

@@ -92,7 +92,7 @@ def test_crowdpose_levels_and_scoring_an_existing_job(tmp_path):
     assert set(report["keypoints_by_crowd"]) <= {"easy", "medium", "hard"}
     assert report["keypoints_by_crowd"] and -1.0 <= report["keypoints"]["AP"] <= 1.0
     # The default (zoo) models on photos nobody fit them to: real poses (the demo DetPoseNet
-    # weights score 0.000 here). Measured 0.70; README, "Evaluation".
+    # weights score 0.000 here). Measured 0.70; docs/evaluation.md.
     assert report["keypoints"]["AP"] >= 0.5
 
     job = run_cli("run", "--input", images, "--output", "out", "--job-id", "cp", cwd=tmp_path)

@@ -19,7 +19,7 @@ from pycocotools.cocoeval import COCOeval
 from jobs.cli import main
 from model.training.datasets import load_coco_keypoints, read_image_rgb
 from pipeline.formats import ImageNames, export_job, import_review
-from pipeline.storage import image_id_for
+from pipeline.store.storage import image_id_for
 from schemas.output import ANNOTATION_SCHEMA
 from tests.export_fixtures import COCO_SAMPLE, expected_images, make_job, sample_rows
 

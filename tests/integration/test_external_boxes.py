@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.job import run_job
-from pipeline.sink import JobPaths, read_annotations
+from pipeline.graph.job import run_job
+from pipeline.store.sink import JobPaths, read_annotations
 from schemas.spec import JobSpec
 from tests.conftest import NO_PROGRESS_TIMEOUT_S
 

@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.identity import SettingsChangedError
-from pipeline.job import run_job
-from pipeline.sink import JobPaths, read_annotations
+from pipeline.graph.job import run_job
+from pipeline.store.identity import SettingsChangedError
+from pipeline.store.sink import JobPaths, read_annotations
 from schemas.spec import JobSpec
 from tests.conftest import NO_PROGRESS_TIMEOUT_S
 from tests.helpers import REPO_ROOT, synthetic_jpeg

@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 
-from pipeline.job import run_job
-from pipeline.sink import JobPaths, read_annotations
-from pipeline.storage import image_id_for
+from pipeline.graph.job import run_job
+from pipeline.store.sink import JobPaths, read_annotations
+from pipeline.store.storage import image_id_for
 from schemas.output import ANNOTATION_SCHEMA
 from schemas.spec import JobSpec
 from tests.conftest import NO_PROGRESS_TIMEOUT_S

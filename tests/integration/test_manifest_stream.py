@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.job import run_job
-from pipeline.sink import JobPaths, read_annotations
-from pipeline.storage import InputError
+from pipeline.graph.job import run_job
+from pipeline.store.sink import JobPaths, read_annotations
+from pipeline.store.storage import InputError
 from schemas.spec import JobSpec
 from tests.conftest import NO_PROGRESS_TIMEOUT_S
 from tests.helpers import synthetic_jpeg

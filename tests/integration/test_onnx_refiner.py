@@ -16,8 +16,8 @@ from jobs.models_cmd import run_models
 from model.networks import registry
 from model.networks.export import export_refiner_onnx
 from model.networks.onnx import OnnxNetwork
-from pipeline.job import run_job
-from pipeline.sink import JobPaths, read_annotations
+from pipeline.graph.job import run_job
+from pipeline.store.sink import JobPaths, read_annotations
 from schemas.spec import JobSpec, OnnxSpec
 from tests.conftest import NO_PROGRESS_TIMEOUT_S
 from tests.integration.test_pipeline_accuracy import keypoint_ap

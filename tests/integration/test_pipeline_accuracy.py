@@ -16,9 +16,9 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from pipeline.job import run_job
-from pipeline.plain_loop import run_plain_loop
-from pipeline.sink import JobPaths, read_annotations
+from pipeline.graph.job import run_job
+from pipeline.graph.plain_loop import run_plain_loop
+from pipeline.store.sink import JobPaths, read_annotations
 from schemas.spec import JobSpec
 from tests.conftest import NO_PROGRESS_TIMEOUT_S
 

@@ -13,10 +13,10 @@ from collections import Counter
 import boto3
 import pytest
 
-from pipeline.fetch import ImageError, fetch_bytes
-from pipeline.job import run_job
-from pipeline.sink import JobPaths, read_annotations
-from pipeline.storage import image_filesystem_for
+from pipeline.graph.job import run_job
+from pipeline.store.fetch import ImageError, fetch_bytes
+from pipeline.store.sink import JobPaths, read_annotations
+from pipeline.store.storage import image_filesystem_for
 from schemas.output import RETRY_KINDS
 from schemas.spec import DecodeSpec, JobSpec, StorageSpec
 from tests.conftest import NO_PROGRESS_TIMEOUT_S

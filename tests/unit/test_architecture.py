@@ -43,7 +43,7 @@ def imports(path: Path, top_level_only: bool) -> set[str]:
 
 def test_the_four_packages_are_found():
     names = modules()
-    assert {"jobs.cli", "pipeline.job", "model.nets.coarse_net", "schemas.spec"} <= set(names)
+    assert {"jobs.cli", "pipeline.graph.job", "model.nets.coarse_net", "schemas.spec"} <= set(names)
 
 
 @pytest.mark.parametrize("package", LAYERS)
@@ -97,7 +97,7 @@ def test_the_command_line_starts_without_importing_ray():
     assert out.stdout.strip() == "False", out.stderr
 
 
-@pytest.mark.parametrize("module", ["pipeline.tasks", "pipeline.part_files"])
+@pytest.mark.parametrize("module", ["pipeline.graph.tasks", "pipeline.store.part_files"])
 def test_what_task_workers_unpickle_does_not_import_torch(module):
     # Decode, filter and write tasks import these; torch would add ~500 MB to every worker.
     code = f"import sys, {module}; print('torch' in sys.modules)"

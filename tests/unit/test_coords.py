@@ -118,8 +118,8 @@ def test_original_to_decoded_multiplies_by_the_decode_scale() -> None:
 
 
 def test_coords_and_output_rows_import_without_torch() -> None:
-    # pipeline/tasks.py (CPU task workers) must not import torch, and it imports pipeline.rows.
-    code = "import sys, model.codecs.coords, pipeline.rows; assert 'torch' not in sys.modules"
+    # pipeline/graph/tasks.py (CPU task workers) must not import torch, and it imports pipeline.graph.rows.
+    code = "import sys, model.codecs.coords, pipeline.graph.rows; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
 
 

@@ -11,11 +11,11 @@ from model.filtering.filters import filter_proposals
 from model.filtering.synthetic_proposals import person, proposals_from_poses
 from model.inference.refiner import RefinedPoses
 from model.keypoints import SKELETON
-from pipeline.actors import RefineStage
-from pipeline.model_stages import unchecked_stages
-from pipeline.rows import RETRY_COLUMNS
-from pipeline.stage1_record import Stage1Record
-from pipeline.tasks import filter_batch
+from pipeline.graph.actors import RefineStage
+from pipeline.graph.model_stages import unchecked_stages
+from pipeline.graph.rows import RETRY_COLUMNS
+from pipeline.graph.stage1_record import Stage1Record
+from pipeline.graph.tasks import filter_batch
 from schemas.filtering import FilterSpec
 from schemas.output import FILTER_COUNT_FIELDS, ORIGIN_DETECTED
 from schemas.spec import JobSpec

@@ -16,7 +16,7 @@ from model.codecs.exposure import (
     noise_sigma,
 )
 from model.synth.darken import darken
-from pipeline.tasks import decode_batch
+from pipeline.graph.tasks import decode_batch
 from schemas.spec import DecodeSpec, StorageSpec
 from tests.helpers import REPO_ROOT
 

@@ -12,12 +12,12 @@ from model.filtering.filters import filter_proposals
 from model.filtering.synthetic_proposals import person, proposals_from_poses
 from model.stage_data import CoarseProposals
 from pipeline.errors import JobSetupError
-from pipeline.external_boxes import (
+from pipeline.store.external_boxes import (
     load_external_boxes,
     match_file_name,
     parse_detections,
 )
-from pipeline.identity import job_fingerprint
+from pipeline.store.identity import job_fingerprint
 from schemas.filtering import FilterSpec
 from schemas.spec import JobSpec, SpecError
 from tests.helpers import StageWeights

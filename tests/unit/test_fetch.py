@@ -12,9 +12,9 @@ import pytest
 from botocore.parsers import ResponseParserError
 from s3fs.errors import translate_boto_error
 
-from pipeline import fetch
-from pipeline.fetch import ImageError, fetch_bytes, retry_kind
-from pipeline.storage import filesystem_for, image_filesystem_for, storage_options
+from pipeline.store import fetch
+from pipeline.store.fetch import ImageError, fetch_bytes, retry_kind
+from pipeline.store.storage import filesystem_for, image_filesystem_for, storage_options
 from schemas.output import RETRY_KINDS
 from schemas.spec import DecodeSpec, StorageSpec
 

@@ -22,10 +22,10 @@ from pipeline.formats.coco import write_coco
 from pipeline.formats.common import ImageRecord, JobRows, keypoint_visibility
 from pipeline.formats.cvat import write_cvat
 from pipeline.formats.labelstudio import read_labelstudio, write_labelstudio
-from pipeline.job_parts import PartFileError, drop_non_finite_persons, schema_problem
-from pipeline.outputs import OutputError
-from pipeline.sink import NoAnnotationsError
-from pipeline.storage import image_id_for
+from pipeline.store.job_parts import PartFileError, drop_non_finite_persons, schema_problem
+from pipeline.store.outputs import OutputError
+from pipeline.store.sink import NoAnnotationsError
+from pipeline.store.storage import image_id_for
 from schemas.output import ADDED_COUNT_FIELDS, ANNOTATION_SCHEMA, PERSON_TYPE
 from tests.export_fixtures import COCO_SAMPLE, EDGE_SIZE, expected_images, make_job, sample_rows
 from tests.review_fixtures import ok_row, write_part

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.identity import (
+from pipeline.store.identity import (
     SettingsChangedError,
     fingerprint_changes,
     job_fingerprint,

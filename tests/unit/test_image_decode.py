@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.fetch import DecodedImage, ImageError, decode_image, fetch_and_decode
+from pipeline.store.fetch import DecodedImage, ImageError, decode_image, fetch_and_decode
 from schemas.spec import DecodeSpec
 from tests.helpers import png_claiming_size
 

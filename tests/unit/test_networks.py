@@ -121,13 +121,13 @@ def test_msr_matches_each_scale_at_its_own_resolution() -> None:
 
 
 def test_paper_presets_supervise_every_deconv_layer_and_offer_square_crops() -> None:
-    paper = refiner_preset("paper")
+    paper = refiner_preset("coco-recipe")
     assert paper.supervision_strides == (64, 32, 16, 8, 4)  # hourglass depth 4: 5 up levels
-    assert refiner_preset("paper-256x256").input_hw == (256, 256)
-    assert refiner_preset("paper-384x384").input_hw == (384, 384)
+    assert refiner_preset("coco-recipe-256x256").input_hw == (256, 256)
+    assert refiner_preset("coco-recipe-384x384").input_hw == (384, 384)
     with torch.no_grad():
         out = PoseRefinementNet(
-            refiner_preset("paper-384x384").model_copy(
+            refiner_preset("coco-recipe-384x384").model_copy(
                 update={"channels": 16, "msr_channels": 16, "num_stacks": 1}
             )
         ).eval()(torch.zeros(1, 3, 384, 384))
@@ -143,7 +143,7 @@ def test_paper_presets_supervise_every_deconv_layer_and_offer_square_crops() -> 
 
 def test_paper_configs_build_and_run_one_forward_pass_on_cpu() -> None:
     torch.manual_seed(0)
-    coarse_cfg, refiner_cfg = coarse_preset("paper"), refiner_preset("paper")
+    coarse_cfg, refiner_cfg = coarse_preset("coco-recipe"), refiner_preset("coco-recipe")
     assert coarse_cfg.channels == refiner_cfg.channels == 256
     assert refiner_cfg.input_hw == (256, 192) and refiner_cfg.num_stacks > 1
     with torch.no_grad():

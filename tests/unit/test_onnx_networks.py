@@ -21,7 +21,7 @@ from model.networks.onnx import (
 )
 from model.networks.resolve import load_network
 from pipeline.errors import JobSetupError
-from pipeline.model_stages import check_weights
+from pipeline.graph.model_stages import check_weights
 from schemas.spec import JobSpec, OnnxSpec, SpecError
 
 CPU = torch.device("cpu")

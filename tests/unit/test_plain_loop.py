@@ -6,7 +6,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 
 from jobs.run_cmd import sample_images
-from pipeline.plain_loop import run_plain_loop
+from pipeline.graph.plain_loop import run_plain_loop
 from schemas.output import STATUS_ERROR, STATUS_OK
 from schemas.spec import JobSpec
 

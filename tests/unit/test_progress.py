@@ -6,7 +6,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.progress import count_written_rows, format_eta, progress_line
+from pipeline.graph.progress import count_written_rows, format_eta, progress_line
 
 
 def test_counts_complete_files_only_and_caches_footers(tmp_path):

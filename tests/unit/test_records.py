@@ -10,8 +10,8 @@ from dataclasses import fields
 import numpy as np
 
 from model.stage_data import FilterCounts
-from pipeline.batches import with_internal_errors
-from pipeline.tasks import decode_batch
+from pipeline.graph.batches import with_internal_errors
+from pipeline.graph.tasks import decode_batch
 from schemas.output import (
     ANNOTATION_SCHEMA,
     COUNT_DESCRIPTIONS,
@@ -62,7 +62,7 @@ def test_dropped_low_score_says_it_also_counts_the_max_persons_cut():
 def _error_kinds_in_source() -> set[str]:
     """String literals the pipeline passes as an error kind: ``ImageError("kind", ...)``."""
     kinds = set()
-    for path in (REPO_ROOT / "pipeline").glob("*.py"):
+    for path in (REPO_ROOT / "pipeline").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if (
                 isinstance(node, ast.Call)

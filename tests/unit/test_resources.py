@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.job import gpus_per_actor, on_gpu
-from pipeline.resources import (
+from pipeline.graph.job import gpus_per_actor, on_gpu
+from pipeline.graph.resources import (
     AUTO_BATCH,
     MAX_AUTO_CPU_REFINERS,
     resolved_batch_sizes,

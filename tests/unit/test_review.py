@@ -11,12 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-import pipeline.review as review
+import pipeline.review.gallery as review
 from jobs.cli import main
-from pipeline.job_parts import PartFileError
-from pipeline.overlay import draw_poses
-from pipeline.review import build_gallery, select_for_review
-from pipeline.sink import NoAnnotationsError
+from pipeline.review.gallery import build_gallery, select_for_review
+from pipeline.review.overlay import draw_poses
+from pipeline.store.job_parts import PartFileError
+from pipeline.store.sink import NoAnnotationsError
 from schemas.spec import StorageSpec
 from tests.review_fixtures import make_job, ok_row, person, write_part
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from pipeline.sources import (
+from pipeline.store.sources import (
     clean_uris,
     flag_summary,
     merge_summaries,

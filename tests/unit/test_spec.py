@@ -6,7 +6,7 @@ import pytest
 
 from model.networks.resolve import stage_adapter, stage_settings
 from pipeline.errors import JobSetupError
-from pipeline.model_stages import check_weights
+from pipeline.graph.model_stages import check_weights
 from schemas.spec import JobSpec, SpecError, load_yaml_mapping
 
 BASE = {"inputs": ["s3://bucket/images/"], "output": "/tmp/out"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.actors import CoarseStage, RefineStage
-from pipeline.job import build_dataset
+from pipeline.graph.actors import CoarseStage, RefineStage
+from pipeline.graph.job import build_dataset
 from schemas.spec import JobSpec, SpecError
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.actors import CoarseStage, RefineStage
-from pipeline.model_stages import unchecked_stages
-from pipeline.rows import person_records
-from pipeline.tasks import decode_batch, filter_batch
+from pipeline.graph.actors import CoarseStage, RefineStage
+from pipeline.graph.model_stages import unchecked_stages
+from pipeline.graph.rows import person_records
+from pipeline.graph.tasks import decode_batch, filter_batch
 from schemas.filtering import FilterSpec
 from schemas.output import ANNOTATION_SCHEMA, ORIGIN_DETECTED, ORIGIN_RECOVERED
 from schemas.spec import DecodeSpec, JobSpec, StorageSpec

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.stats import (
+from pipeline.store.stats import (
     METRIC_COLUMNS,
     STATS_COLUMNS,
     JobCounts,

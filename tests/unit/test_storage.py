@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.storage import (
+from pipeline.store.storage import (
     InputError,
     absolute_if_local,
     check_manifest,

@@ -22,8 +22,8 @@ def test_training_config_applies_overrides_and_names_bad_fields() -> None:
         "refiner", "tiny", [("msr", "off"), ("supervision_strides", (4,))], batch_size=5
     )
     assert (cfg.msr, cfg.supervision_strides, cfg.batch_size) == ("off", (4,), 5)
-    assert training_config("refiner", "paper-384x384", [], None).input_hw == (384, 384)
+    assert training_config("refiner", "coco-recipe-384x384", [], None).input_hw == (384, 384)
     with pytest.raises(ValueError, match="bogus"):
         training_config("refiner", "tiny", [("bogus", 1)], None)
     with pytest.raises(ValueError, match="stage-1 preset"):
-        training_config("stage1", "paper-256x256", [], None)
+        training_config("stage1", "coco-recipe-256x256", [], None)

@@ -109,20 +109,22 @@ def test_worker_counts() -> None:
             resolve_num_workers(bad, CPU)  # type: ignore[arg-type]
 
 
-def test_the_workers_flag(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_loader_workers_flag(capsys: pytest.CaptureFixture[str]) -> None:
     from jobs.cli import build_parser
 
     base = ["train", "stage1", "--annotations", "a.json", "--images", "img", "--out", "c.pt"]
     parser = build_parser()
-    assert parser.parse_args(base).workers == "auto"
-    assert parser.parse_args([*base, "--workers", "0"]).workers == 0
-    assert parser.parse_args([*base, "--workers", "6"]).workers == 6
+    assert parser.parse_args(base).loader_workers == "auto"
+    assert parser.parse_args(base).workers is None  # no Ray Train unless asked for
+    assert parser.parse_args([*base, "--loader-workers", "0"]).loader_workers == 0
+    assert parser.parse_args([*base, "--loader-workers", "6"]).loader_workers == 6
     for bad in ("-1", "two", "1.5"):
         with pytest.raises(SystemExit) as exited:
-            parser.parse_args([*base, "--workers", bad])
+            parser.parse_args([*base, "--loader-workers", bad])
         assert exited.value.code == 2
         assert (
-            f"--workers: got '{bad}'; expected 'auto' or an integer >= 0" in capsys.readouterr().err
+            f"--loader-workers: got '{bad}'; expected 'auto' or an integer >= 0"
+            in capsys.readouterr().err
         )
 
 

@@ -273,7 +273,7 @@ def test_job_specs_name_stage_models_and_zoo_input_sizes():
     spec = JobSpec.parse({"inputs": ["a.jpg"], "output": "o"})
     assert (spec.stage1.model, spec.refiner.model) == ("movenet-multipose", "movenet-thunder")
     from pipeline.errors import JobSetupError
-    from pipeline.model_stages import check_weights
+    from pipeline.graph.model_stages import check_weights
 
     refiner_as_stage1 = {"inputs": ["a.jpg"], "output": "o", "stage1": {"model": "movenet-thunder"}}
     with pytest.raises(JobSetupError, match="expected one of movenet-multipose, detposenet, onnx"):

@@ -30,8 +30,8 @@ import ray
 from ray.data import Dataset
 from ray.data.aggregate import Max
 
-from pipeline.sink import read_part_file
-from pipeline.storage import Manifest, absolute_if_local, filesystem_for
+from pipeline.store.sink import read_part_file
+from pipeline.store.storage import Manifest, absolute_if_local, filesystem_for
 from schemas.spec import StorageSpec
 
 LISTED = "listed"

@@ -1,8 +1,8 @@
 """How much work each Ray Data operator takes at a time, and how many actors run it.
 
 The spec's ``auto`` values are resolved here, for the device the model stages run on, so
-the streaming job (``pipeline/job.py``) and the plain-loop baseline (``pipeline/plain_loop.py``)
-use the very same sizes. The numbers come from ``detpose bench`` (README, "Benchmark").
+the streaming job (``pipeline/graph/job.py``) and the plain-loop baseline (``pipeline/graph/plain_loop.py``)
+use the very same sizes. The numbers come from ``detpose bench`` (docs/benchmarks.md).
 """
 
 from __future__ import annotations

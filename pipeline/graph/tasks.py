@@ -2,7 +2,7 @@
 
 Each maps a numpy batch to a new batch, and every row that enters leaves: error rows pass
 through untouched. This module must not import torch: task workers that only decode or
-filter then stay small (the model stages, which need it, live in ``pipeline/actors.py``).
+filter then stay small (the model stages, which need it, live in ``pipeline/graph/actors.py``).
 """
 
 from __future__ import annotations
@@ -18,11 +18,19 @@ from model.codecs.coords import original_to_decoded
 from model.codecs.exposure import Exposure, correct_exposure, luma_of
 from model.filtering.filters import filter_proposals
 from model.keypoints import NUM_KEYPOINTS
-from pipeline.batches import Batch, ok_rows, ragged, require_columns, with_internal_errors
-from pipeline.fetch import DecodedImage, fetch_and_decode
-from pipeline.rows import EXPOSURE_COLUMNS, EXPOSURE_FLOATS, NOT_MEASURED, RETRY_COLUMNS
-from pipeline.stage1_record import STAGE1_COLUMNS, read_proposals
-from pipeline.storage import image_filesystem_for, image_id_for
+from model.stage_data import FilteredPersons
+from pipeline.graph.batches import (
+    Batch,
+    map_ok_rows,
+    ok_rows,
+    ragged,
+    require_columns,
+    with_internal_errors,
+)
+from pipeline.graph.rows import EXPOSURE_COLUMNS, EXPOSURE_FLOATS, NOT_MEASURED, RETRY_COLUMNS
+from pipeline.graph.stage1_record import STAGE1_COLUMNS, read_proposals
+from pipeline.store.fetch import DecodedImage, fetch_and_decode
+from pipeline.store.storage import image_filesystem_for, image_id_for
 from schemas.filtering import FilterSpec
 from schemas.output import FILTER_COUNT_FIELDS, RETRY_KINDS, STATUS_ERROR, STATUS_OK
 from schemas.spec import DecodeSpec, StorageSpec
@@ -115,15 +123,16 @@ def filter_batch(batch: Batch, spec: FilterSpec) -> Batch:
         "num_persons": np.zeros(n, np.int32),
         **{f"count_{name}": np.zeros(n, np.int32) for name in FILTER_COUNT_FIELDS},
     }
-    failures: dict[int, Exception] = {}
-    for i in ok_rows(batch):
-        image = batch["image"][i]
-        try:
-            props = read_proposals(batch, i)
-            persons = filter_proposals(props, spec, (image.shape[1], image.shape[0]))
-        except Exception as exc:
-            failures[i] = exc
-            continue
+
+    def filtered(rows: list[int]) -> list[FilteredPersons]:
+        sizes = [(batch["image"][i].shape[1], batch["image"][i].shape[0]) for i in rows]
+        return [
+            filter_proposals(read_proposals(batch, i), spec, wh)
+            for i, wh in zip(rows, sizes, strict=True)
+        ]
+
+    done, failures = map_ok_rows(filtered, batch, lambda i: i)
+    for i, persons in done:
         k = len(persons.box_scores)
         out["person_boxes"][i, :k] = persons.boxes_xyxy
         out["person_box_scores"][i, :k] = persons.box_scores

@@ -33,10 +33,9 @@ from model.evaluation.results import collapsed_pairs, rows_to_results
 from model.keypoints import NUM_KEYPOINTS
 from model.networks.resolve import ResolvedStage
 from pipeline.errors import JobSetupError
-from pipeline.external_boxes import ExternalBoxes, load_external_boxes, match_file_name
 from pipeline.formats.coco import read_coco_keypoints
 from pipeline.formats.common import parse_json
-from pipeline.job import (
+from pipeline.graph.job import (
     add_model_stage,
     add_task,
     check_devices,
@@ -45,11 +44,12 @@ from pipeline.job import (
     on_gpu,
     read_and_decode,
 )
-from pipeline.job_parts import JobParts, PartsReport, drop_non_finite_persons
-from pipeline.outputs import reset_folder, write_json
-from pipeline.stats import stage_stats
-from pipeline.storage import absolute_if_local, filesystem_for, read_input
-from pipeline.tasks import GIVEN_BOXES_MODE, filter_batch_per_mode, given_boxes_batch
+from pipeline.graph.tasks import GIVEN_BOXES_MODE, filter_batch_per_mode, given_boxes_batch
+from pipeline.store.external_boxes import ExternalBoxes, load_external_boxes, match_file_name
+from pipeline.store.job_parts import JobParts, PartsReport, drop_non_finite_persons
+from pipeline.store.outputs import reset_folder, write_json
+from pipeline.store.stats import stage_stats
+from pipeline.store.storage import absolute_if_local, filesystem_for, read_input
 from schemas.output import COUNT_FIELDS, EVAL_ROW_SCHEMA, STATUS_OK, StageStats
 from schemas.spec import JobSpec, StorageSpec, join_uri
 
@@ -115,7 +115,7 @@ def load_benchmark(
 
 def match_job_uris(benchmark: Benchmark, uris: Sequence[str]) -> dict[str, int]:
     """Image ids for a job's URIs: a URI matches the image whose file name is its longest
-    path suffix (``pipeline.external_boxes.match_file_name``)."""
+    path suffix (``pipeline.store.external_boxes.match_file_name``)."""
     by_name = {image["file_name"]: image["id"] for image in benchmark.data["images"]}
     matched = {}
     for uri in uris:
@@ -198,7 +198,7 @@ def run_eval_rows(
     each stage's weights came from, and per-stage rows (stage 1's count proves it ran once
     per image whatever the number of modes).
 
-    ``weights``: from ``pipeline.model_stages.check_weights``, called before Ray started; ``boxes``:
+    ``weights``: from ``pipeline.graph.model_stages.check_weights``, called before Ray started; ``boxes``:
     from ``eval_boxes``, likewise.
     """
     check_devices(spec, ray.cluster_resources().get("GPU", 0.0))
@@ -328,7 +328,7 @@ def job_rows(
 ) -> tuple[pa.Table, str, dict[str, Any], PartsReport]:
     """An existing job's rows tagged with the filter mode it ran, its weights (source and
     SHA-256 per stage), both from its ``stats.json``, and what reading its part files left
-    out (``pipeline.job_parts``: an unreadable file stops it unless ``allow_partial``)."""
+    out (``pipeline.store.job_parts``: an unreadable file stops it unless ``allow_partial``)."""
     columns = [c for c in _ROW_COLUMNS if c != "filter_mode"]
     parts = JobParts(job, storage, columns, allow_partial)
     table = parts.run(lambda: parts.table(columns))

@@ -4,7 +4,7 @@
 keeping only a bounded heap of the ``limit`` most uncertain images and the first
 ``max_errors`` error rows, so a job of any size is reviewed in constant memory. Only the
 selected images are fetched (the same storage code as the job, so local paths and ``s3://``
-both work) and drawn with their poses (``pipeline.overlay``). Everything is written under
+both work) and drawn with their poses (``pipeline.review.overlay``). Everything is written under
 one folder or URI: ``index.html`` and ``thumbs/*.jpg``, linked by relative paths only, so the
 page opens from disk or from a bucket, without a network.
 
@@ -33,11 +33,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
 
-from pipeline.fetch import ImageError, fetch_and_decode
-from pipeline.job_parts import JobParts, PartsReport
-from pipeline.outputs import check_output_folder, strict_json, write_atomic
-from pipeline.overlay import KEYPOINT_THRESHOLD, draw_poses, placeholder
-from pipeline.storage import filesystem_for, image_filesystem_for, storage_errors
+from pipeline.review.overlay import KEYPOINT_THRESHOLD, draw_poses, placeholder
+from pipeline.store.fetch import ImageError, fetch_and_decode
+from pipeline.store.job_parts import JobParts, PartsReport
+from pipeline.store.outputs import check_output_folder, strict_json, write_atomic
+from pipeline.store.storage import filesystem_for, image_filesystem_for, storage_errors
 from schemas.output import ORIGIN_RECOVERED, STATUS_ERROR, STATUS_OK
 from schemas.spec import LOCAL_SCHEMES, DecodeSpec, StorageSpec, join_uri, uri_scheme
 
@@ -173,7 +173,7 @@ def select_for_review(
     One pass over the annotation files, batch by batch: scores are computed per batch with
     Arrow and numpy, and only rows that beat the worst image kept so far become Python
     objects. Memory is bounded by ``limit``, ``max_errors`` and one batch. The files are
-    read and checked by ``pipeline.job_parts``: one that cannot be read stops the review
+    read and checked by ``pipeline.store.job_parts``: one that cannot be read stops the review
     unless ``allow_partial`` (the selection's ``parts`` then says what was left out).
     """
     if limit < 0 or max_errors < 0:
@@ -357,7 +357,7 @@ def build_gallery(
     """Select, fetch, draw and write the review gallery of the job at ``job_uri``.
 
     ``out_uri`` is a local folder or any fsspec URI, checked before the job is read
-    (``pipeline.outputs``); every file is written whole, ``index.html`` last, so it never
+    (``pipeline.store.outputs``); every file is written whole, ``index.html`` last, so it never
     names a thumbnail that is not there yet. ``progress(done, total)`` is called as
     thumbnails are written.
     """
@@ -398,12 +398,12 @@ def build_gallery(
 # data) and are inlined into every page, so the gallery stays one self-contained file.
 # review.js reads the state from the URL hash (#sort=confident&status=recovered&max=0.5), so a
 # view can be linked and bookmarked; the controls only rewrite the hash.
-PAGE_ASSETS = "review_page"
+PAGE_ASSETS = "assets"
 
 
 def _asset(name: str) -> str:
     """The text of ``review_page/<name>`` (from the installed package or the source tree)."""
-    return (resources.files("pipeline") / PAGE_ASSETS / name).read_text(encoding="utf-8")
+    return (resources.files("pipeline.review") / PAGE_ASSETS / name).read_text(encoding="utf-8")
 
 
 def _esc(value: Any) -> str:

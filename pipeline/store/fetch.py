@@ -210,7 +210,7 @@ def fetch_bytes(
 
     At most ``spec.retries`` retries, each added to ``retries`` under its kind (one of
     ``RETRY_KINDS``). The bound and the counts are exact only when ``fs`` makes one attempt
-    per call (``pipeline.storage.image_filesystem_for``).
+    per call (``pipeline.store.storage.image_filesystem_for``).
     """
     counted: Counter[str] = retries if retries is not None else Counter()
     delay = spec.retry_backoff_s

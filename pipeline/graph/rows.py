@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from model.codecs.coords import decoded_to_original
-from pipeline.batches import Batch, require_columns
+from pipeline.graph.batches import Batch, require_columns
 from schemas.output import (
     ANNOTATION_SCHEMA,
     COUNT_FIELDS,

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from ray.data.datasource import FilenameProvider
 
-from pipeline.sink import part_filename
+from pipeline.store.sink import part_filename
 
 
 class PartFilenames(FilenameProvider):
-    """``pipeline.sink.part_filename`` for each write task of one run."""
+    """``pipeline.store.sink.part_filename`` for each write task of one run."""
 
     def __init__(self, run_index: int) -> None:
         super().__init__(file_format="parquet")

@@ -9,7 +9,7 @@ from model.checkpoint import CheckpointError
 from model.networks.base import NetworkError
 from model.networks.resolve import ResolvedStage, resolve_stage
 from pipeline.errors import JobSetupError
-from pipeline.storage import storage_options
+from pipeline.store.storage import storage_options
 from schemas.spec import JobSpec
 
 

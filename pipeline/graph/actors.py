@@ -20,16 +20,15 @@ from model.filtering.filters import oks_nms
 from model.inference.refiner import RefinedPoses
 from model.networks.base import RefinerSettings, Stage1Settings
 from model.networks.resolve import ResolvedStage
-from pipeline.batches import (
+from pipeline.graph.batches import (
     Batch,
-    ok_rows,
-    per_image_or_isolated,
+    map_ok_rows,
     require_columns,
     with_internal_errors,
 )
-from pipeline.external_boxes import ExternalBoxes
-from pipeline.rows import annotation_table, person_records
-from pipeline.stage1_record import Stage1Record
+from pipeline.graph.rows import annotation_table, person_records
+from pipeline.graph.stage1_record import Stage1Record
+from pipeline.store.external_boxes import ExternalBoxes
 from schemas.filtering import FilterSpec
 
 
@@ -41,7 +40,7 @@ def row_boxes(boxes: ExternalBoxes, batch: Batch, i: int) -> tuple[np.ndarray, n
 
 class CoarseStage:
     """Stage 1 on each ok image: adds the stage-1 record's fixed-shape columns
-    (``pipeline/stage1_record.py``: proposals, and peaks with limb scores or grouped poses).
+    (``pipeline/graph/stage1_record.py``: proposals, and peaks with limb scores or grouped poses).
 
     With ``boxes`` (``stage1.boxes``), each image's boxes from that file replace the
     network's proposals; grouped poses then keep their own proposal's score
@@ -63,15 +62,11 @@ class CoarseStage:
     def __call__(self, batch: Batch) -> Batch:
         required = ("status", "image") + (("uri", "scale") if self.boxes else ())
         require_columns(batch, required, "stage 1")
-        n, ok = len(batch["status"]), ok_rows(batch)
+        n = len(batch["status"])
         columns = self.record.empty(n)
         columns["count_stage1_inputs"] = np.zeros(n, np.int32)
-        results = per_image_or_isolated(self.model, [batch["image"][i] for i in ok])
-        failures = {}
-        for i, result in zip(ok, results, strict=True):
-            if isinstance(result, Exception):
-                failures[i] = result
-                continue
+        done, failures = map_ok_rows(self.model, batch, lambda i: batch["image"][i])
+        for i, result in done:
             if self.boxes:
                 result = result.with_boxes(*row_boxes(self.boxes, batch, i))
             columns["count_stage1_inputs"][i] = result.network_inputs
@@ -101,16 +96,12 @@ class RefineStage:
             ("status", "image", "scale", "person_boxes", "person_coarse", "num_persons"),
             "stage 3",
         )
-        ok = ok_rows(batch)
-        items = [
-            (
-                batch["image"][i],
-                batch["person_boxes"][i, : batch["num_persons"][i]],
-                batch["person_coarse"][i, : batch["num_persons"][i]],
-            )
-            for i in ok
-        ]
-        refined = per_image_or_isolated(self._refine, items)
+
+        def person_items(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            k = batch["num_persons"][i]
+            return batch["image"][i], batch["person_boxes"][i, :k], batch["person_coarse"][i, :k]
+
+        refined, failures = map_ok_rows(self._refine, batch, person_items)
         n = len(batch["status"])
         persons: list[list[dict[str, Any]]] = [[] for _ in range(n)]
         runs = np.zeros(n, np.int32)
@@ -118,11 +109,7 @@ class RefineStage:
         # Mode none's OKS-NMS after refinement moves persons from accepted to duplicates.
         duplicates = batch["count_dropped_duplicate"].astype(np.int32).copy()
         accepted = batch["count_accepted"].astype(np.int32).copy()
-        failures = {}
-        for i, poses in zip(ok, refined, strict=True):
-            if isinstance(poses, Exception):
-                failures[i] = poses
-                continue
+        for i, poses in refined:
             if self._mode(batch, i) == "none":
                 keep = self._top_down_keep(batch, i, poses)
                 duplicates[i] += len(keep) - int(keep.sum())

@@ -170,7 +170,7 @@ def filesystem_for(uri: str, storage: StorageSpec) -> tuple[fsspec.AbstractFileS
 def image_filesystem_for(uri: str, storage: StorageSpec) -> tuple[fsspec.AbstractFileSystem, str]:
     """``filesystem_for`` for reading images: on S3 every call is a single attempt.
 
-    ``pipeline.fetch.fetch_bytes`` retries, bounds and counts every retry of an image read
+    ``pipeline.store.fetch.fetch_bytes`` retries, bounds and counts every retry of an image read
     itself, so none of the layers below may resend on its own: s3fs (``retries`` = attempts
     in its ``_error_wrapper``, default 5), botocore (``total_max_attempts``, default 5 in
     legacy mode) and aiohttp (one silent resend of a GET or HEAD). Left on, they multiply

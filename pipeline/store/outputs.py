@@ -20,7 +20,7 @@ from contextlib import contextmanager, suppress
 from typing import IO, Any
 
 from pipeline.errors import JobSetupError
-from pipeline.storage import filesystem_for, is_s3, local_file_kind, storage_errors
+from pipeline.store.storage import filesystem_for, is_s3, local_file_kind, storage_errors
 from schemas.spec import LOCAL_SCHEMES, StorageSpec, uri_scheme
 
 REPLACE_SYMLINK_FLAG = "--replace-symlink"

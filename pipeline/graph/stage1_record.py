@@ -17,7 +17,7 @@ import numpy as np
 
 from model.keypoints import NUM_KEYPOINTS, SKELETON
 from model.stage_data import CoarseProposals
-from pipeline.batches import Batch, require_columns
+from pipeline.graph.batches import Batch, require_columns
 
 LAYOUT_COLUMN = "stage1_layout"
 PEAKS, GROUPED, POOL = "peaks", "grouped", "pool"
@@ -28,7 +28,14 @@ _BY_LAYOUT = {
     POOL: ("coarse_poses", "coarse_pose_scores"),
 }
 # Every column of the record: the filter drops them once it has read them.
-STAGE1_COLUMNS = (*_COMMON, LAYOUT_COLUMN, "peaks", "limb_scores", "coarse_poses", "coarse_pose_scores")
+STAGE1_COLUMNS = (
+    *_COMMON,
+    LAYOUT_COLUMN,
+    "peaks",
+    "limb_scores",
+    "coarse_poses",
+    "coarse_pose_scores",
+)
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,9 @@ def read_proposals(batch: Batch, i: int) -> CoarseProposals:
     require_columns(batch, (*_COMMON, LAYOUT_COLUMN), "filter")
     layout = str(batch[LAYOUT_COLUMN][i])
     if layout not in _BY_LAYOUT:
-        raise ValueError(f"[internal] unknown stage-1 layout {layout!r}; expected {sorted(_BY_LAYOUT)}")
+        raise ValueError(
+            f"[internal] unknown stage-1 layout {layout!r}; expected {sorted(_BY_LAYOUT)}"
+        )
     require_columns(batch, _BY_LAYOUT[layout], f"filter ({layout} layout)")
     k = int(batch["num_proposals"][i])
     boxes, scores = batch["prop_boxes"][i, :k], batch["prop_scores"][i, :k]

@@ -31,7 +31,7 @@ import numpy as np
 from model.evaluation.results import PERSON_CATEGORY_ID
 from pipeline.errors import JobSetupError
 from pipeline.formats.common import parse_json
-from pipeline.storage import read_input
+from pipeline.store.storage import read_input
 from schemas.spec import JobSpec, StorageSpec
 
 

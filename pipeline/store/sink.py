@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import JobSetupError
-from pipeline.storage import filesystem_for, storage_errors
+from pipeline.store.storage import filesystem_for, storage_errors
 from schemas.output import ANNOTATION_SCHEMA
 from schemas.spec import JobSpec, StorageSpec, join_uri
 

@@ -1,7 +1,7 @@
 """The Ray Data graph of a job and its execution: source → decode → stage 1 → filter → stage 3 → Parquet.
 
 Resources (pool sizes, CPUs/GPUs per actor, batch sizes) are wired here and nowhere else;
-their ``auto`` values are resolved in ``pipeline/resources.py``.
+their ``auto`` values are resolved in ``pipeline/graph/resources.py``.
 ``ray.init`` is the caller's business (``jobs/``); this module only needs a running Ray.
 """
 
@@ -19,14 +19,11 @@ import ray
 from ray.data import ActorPoolStrategy, DataContext, Dataset, SaveMode
 
 from model.networks.resolve import ResolvedStage
-from pipeline.actors import CoarseStage, RefineStage
 from pipeline.errors import JobSetupError
-from pipeline.external_boxes import ExternalBoxes, load_external_boxes
-from pipeline.identity import job_fingerprint, new_run, read_runs, write_runs
-from pipeline.model_stages import check_weights, unchecked_stages
-from pipeline.part_files import PartFilenames
-from pipeline.progress import ProgressReporter
-from pipeline.resources import (
+from pipeline.graph.actors import CoarseStage, RefineStage
+from pipeline.graph.model_stages import check_weights, unchecked_stages
+from pipeline.graph.progress import ProgressReporter
+from pipeline.graph.resources import (
     DECODE_BATCH,
     DECODE_NUM_CPUS,
     FILTER_NUM_CPUS,
@@ -34,7 +31,11 @@ from pipeline.resources import (
     resolved_batch_sizes,
     resolved_pool_sizes,
 )
-from pipeline.sink import (
+from pipeline.graph.tasks import decode_batch, filter_batch
+from pipeline.store.external_boxes import ExternalBoxes, load_external_boxes
+from pipeline.store.identity import job_fingerprint, new_run, read_runs, write_runs
+from pipeline.store.part_files import PartFilenames
+from pipeline.store.sink import (
     JobPaths,
     foreign_files,
     next_run_index,
@@ -43,14 +44,14 @@ from pipeline.sink import (
     run_prefix,
     write_text,
 )
-from pipeline.sources import (
+from pipeline.store.sources import (
     count_flags,
     flag_uris,
     read_manifest_uris,
     read_part_files,
     todo_uris,
 )
-from pipeline.stats import (
+from pipeline.store.stats import (
     STATS_COLUMNS,
     JobCounts,
     RunFacts,
@@ -59,7 +60,7 @@ from pipeline.stats import (
     row_metrics,
     write_stats,
 )
-from pipeline.storage import (
+from pipeline.store.storage import (
     InputError,
     Listing,
     Manifest,
@@ -67,7 +68,6 @@ from pipeline.storage import (
     filesystem_for,
     list_inputs,
 )
-from pipeline.tasks import decode_batch, filter_batch
 from schemas.output import JobStats, RunRecord
 from schemas.spec import AUTO_GPUS_PER_ACTOR, JobSpec, StorageSpec
 
@@ -371,7 +371,7 @@ def plan_run(job: PreparedJob) -> RunPlan:
     A listing without earlier output is the source as it is. Otherwise one hash aggregation
     by URI de-duplicates the inputs (a manifest may list an image twice) and, when earlier
     runs wrote part files, leaves out their URIs (a distributed left anti-join; see
-    ``pipeline.sources``). Its result is materialised in the object store, so counting it
+    ``pipeline.store.sources``). Its result is materialised in the object store, so counting it
     and then processing it reads the manifest and the part files once.
 
     Raises:

@@ -18,11 +18,11 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from model.inference.devices import resolve_device
-from pipeline.actors import CoarseStage, RefineStage
-from pipeline.batches import Batch
-from pipeline.model_stages import unchecked_stages
-from pipeline.resources import max_crops_per_forward, resolved_batch_sizes
-from pipeline.tasks import decode_batch, filter_batch
+from pipeline.graph.actors import CoarseStage, RefineStage
+from pipeline.graph.batches import Batch
+from pipeline.graph.model_stages import unchecked_stages
+from pipeline.graph.resources import max_crops_per_forward, resolved_batch_sizes
+from pipeline.graph.tasks import decode_batch, filter_batch
 from schemas.spec import JobSpec
 
 

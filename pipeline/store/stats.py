@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 from ray.data import Dataset
 from ray.data.aggregate import Max, Sum
 
-from pipeline.sources import LISTED, summarise, summary_table
-from pipeline.storage import filesystem_for
+from pipeline.store.sources import LISTED, summarise, summary_table
+from pipeline.store.storage import filesystem_for
 from schemas.output import (
     COUNT_FIELDS,
     ERROR_KINDS,

@@ -17,9 +17,9 @@ from pydantic import ValidationError
 from model.networks.base import RefinerSettings
 from model.networks.resolve import ResolvedStage, stage_adapter, stage_settings
 from pipeline.errors import JobSetupError
-from pipeline.external_boxes import ExternalBoxes
-from pipeline.sink import write_text
-from pipeline.storage import filesystem_for
+from pipeline.store.external_boxes import ExternalBoxes
+from pipeline.store.sink import write_text
+from pipeline.store.storage import filesystem_for
 from schemas.output import RunRecord
 from schemas.spec import JobSpec, StorageSpec
 

@@ -47,6 +47,23 @@ def per_image_or_isolated(run: Callable[[list[T]], list[R]], items: list[T]) -> 
         return results
 
 
+def map_ok_rows(
+    run: Callable[[list[T]], list[R]], batch: Batch, item: Callable[[int], T]
+) -> tuple[list[tuple[int, R]], dict[int, Exception]]:
+    """A stage's work on the ok rows of ``batch``: ``run`` on every row's ``item(i)`` at once
+    (``per_image_or_isolated``); returns ``(row, result)`` of each success and the failures
+    by row, for ``with_internal_errors``."""
+    rows = ok_rows(batch)
+    done: list[tuple[int, R]] = []
+    failures: dict[int, Exception] = {}
+    for i, result in zip(rows, per_image_or_isolated(run, [item(i) for i in rows]), strict=True):
+        if isinstance(result, Exception):
+            failures[i] = result
+        else:
+            done.append((i, result))
+    return done, failures
+
+
 def with_internal_errors(batch: Batch, failures: dict[int, Exception], stage: str) -> Batch:
     """``batch`` with rows ``failures`` turned into ``internal`` error rows (batches are read-only)."""
     if not failures:

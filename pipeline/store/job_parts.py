@@ -26,8 +26,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.errors import JobSetupError
-from pipeline.sink import job_part_files, read_part_file
-from pipeline.storage import is_storage_failure, storage_failure
+from pipeline.store.sink import job_part_files, read_part_file
+from pipeline.store.storage import is_storage_failure, storage_failure
 from schemas.formats import MAX_IMAGE_SIDE
 from schemas.output import ANNOTATION_SCHEMA, STATUS_ERROR, STATUS_OK
 from schemas.spec import StorageSpec

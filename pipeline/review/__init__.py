@@ -1,0 +1,1 @@
+"""Human review tools: the overlay gallery page and its drawings."""

@@ -1,0 +1,1 @@
+"""Storage and bookkeeping: reading inputs and writing parts, a job's identity, runs and statistics."""

@@ -1,0 +1,1 @@
+"""Training on Ray: Ray Train workers (DDP) fed by a Ray Data stream of samples."""
