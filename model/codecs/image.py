@@ -176,9 +176,21 @@ def cut_crops(
     ``0..255`` ``[N, 3, H, W]``, and their ``[N, 2, 3]`` image→crop affines. Only the images
     that have a box are moved to ``device``."""
     affines = box_to_affine(boxes_xyxy, out_hw, padding=padding, rotation_deg=rotation_deg)
+    return crops_by_affines(images_rgb_uint8, image_index, affines, out_hw, device), affines
+
+
+def crops_by_affines(
+    images_rgb_uint8: list[np.ndarray],
+    image_index: np.ndarray,
+    affines: np.ndarray,
+    out_hw: tuple[int, int],
+    device: torch.device | str,
+) -> torch.Tensor:
+    """Float ``0..255`` ``[N, 3, H, W]`` crops cut by ``[N, 2, 3]`` image→crop ``affines``
+    (bilinear, zero outside the image). Only the images that have a crop go to ``device``."""
     used = set(np.asarray(image_index).tolist())
     tensors = [
         image_to_float_tensor(img, device) if i in used else torch.zeros((3, 1, 1), device=device)
         for i, img in enumerate(images_rgb_uint8)
     ]
-    return warp_crops(tensors, np.asarray(image_index), affines, out_hw), affines
+    return warp_crops(tensors, np.asarray(image_index), affines, out_hw)

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any, get_args
 import numpy as np
 import torch
 
+from model.codecs.affine import box_to_affine
 from model.codecs.boxes import grow_boxes
 from model.codecs.coords import apply_affine, crop_heatmap_to_image, normalised_yx_to_pixels
 from model.codecs.heatmaps import decode_heatmaps, flip_heatmaps_back
-from model.codecs.image import cut_crops, make_refiner_crops
+from model.codecs.image import crops_by_affines, make_refiner_crops
 from model.inference.devices import autocast, resolve_precision
 from model.keypoints import FLIP_PAIRS, NUM_KEYPOINTS, flip_permutation
 from model.networks.loaded import LoadedModel
@@ -148,16 +149,10 @@ class CropRefiner:
         """``(height, width)`` of the network's crops."""
         raise NotImplementedError
 
-    def _crops(
-        self,
-        images_rgb: list[np.ndarray],
-        image_index: np.ndarray,
-        boxes: np.ndarray,
-        padding: float,
-    ) -> tuple[torch.Tensor, np.ndarray]:
-        """Float ``0..255`` ``[N, 3, H, W]`` crops of the boxes grown by ``padding``, and
-        their ``[N, 2, 3]`` image→crop affines."""
-        return cut_crops(images_rgb, image_index, boxes, self.crop_hw, padding, self.device)
+    def _affines(self, boxes: np.ndarray, padding: float) -> np.ndarray:
+        """``[N, 2, 3]`` image→crop affines of the boxes grown by ``padding`` (DetPose's crop
+        rule, ``box_to_affine``; a network trained with another rule overrides this)."""
+        return box_to_affine(boxes, self.crop_hw, padding=padding)
 
     def _keypoints(
         self,
@@ -183,7 +178,8 @@ class CropRefiner:
         ``padding``, each decode guided by the person's coarse pose (``guide``), the flip
         test averaging the mirrored pass's unmirrored keypoints."""
         width = self.crop_hw[1]
-        crops, affines = self._crops(images_rgb, image_index, boxes, padding)
+        affines = self._affines(boxes, padding)
+        crops = crops_by_affines(images_rgb, image_index, affines, self.crop_hw, self.device)
         guide_xy = apply_affine(affines, guides[..., :2])  # crop pixels
         guide_found = (guides[..., 2] > 0) & (self.guide == "pose")
         box_xy = None

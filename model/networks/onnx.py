@@ -32,7 +32,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.codecs.affine import warp_crops
 from model.codecs.image import image_to_float_tensor
 from model.inference.refiner import CropRefiner, MoveNetCropRefiner
 from model.keypoints import NUM_KEYPOINTS
@@ -471,22 +470,8 @@ class OnnxTopDownRefiner(CropRefiner):
     def crop_hw(self) -> tuple[int, int]:
         return self.loaded.config.input_hw
 
-    def _crops(
-        self,
-        images_rgb: list[np.ndarray],
-        image_index: np.ndarray,
-        boxes: np.ndarray,
-        padding: float,
-    ) -> tuple[torch.Tensor, np.ndarray]:
-        affines = reference_affines(boxes, self.crop_hw, padding)
-        used = set(np.asarray(image_index).tolist())
-        tensors = [
-            image_to_float_tensor(img, self.device)
-            if i in used
-            else torch.zeros((3, 1, 1), device=self.device)
-            for i, img in enumerate(images_rgb)
-        ]
-        return warp_crops(tensors, np.asarray(image_index), affines, self.crop_hw), affines
+    def _affines(self, boxes: np.ndarray, padding: float) -> np.ndarray:
+        return reference_affines(boxes, self.crop_hw, padding)
 
     def _keypoints(
         self,

@@ -25,7 +25,7 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
@@ -302,8 +302,3 @@ def _pyarrow_storage(
         return None, os.path.abspath(uri or ".")
     fs, path = _fs(uri, options)
     return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs)), path
-
-
-def plan_as_dict(plan: RayTrainPlan) -> dict[str, Any]:
-    """The plan without its storage options (for logs and records)."""
-    return {k: v for k, v in asdict(plan).items() if k != "storage_options"}

@@ -11,6 +11,7 @@ from PIL import Image
 from torch import nn
 
 from jobs.run_cmd import sample_images
+from model.codecs.image import crops_by_affines
 from model.networks import registry
 from model.networks.base import NetworkError, RefinerSettings, Stage1Settings
 from model.networks.export import _write_onnx, export_refiner_onnx
@@ -90,7 +91,8 @@ def test_detposenet_refiner_exported_to_onnx_runs_the_same_graph_and_reference_d
     loaded = load(adapter)
     assert loaded.config.crop_padding == 1.25 and loaded.config.mean == (0.0, 0.0, 0.0)
     runner = adapter.runner(loaded, CPU, RefinerSettings(guide="off"))
-    crops, affines = runner._crops([image], np.zeros(2, int), boxes, 1.25)
+    affines = runner._affines(boxes, 1.25)
+    crops = crops_by_affines([image], np.zeros(2, int), affines, runner.crop_hw, CPU)
     onnx_maps = loaded.net(crops)["output"]
     from model.codecs.image import normalise
 
