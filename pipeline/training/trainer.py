@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -147,7 +148,14 @@ def train_worker(config: dict[str, Any]) -> None:
     progress = read_progress(plan)
     if rank == 0:
         # How far the last attempt got past its checkpoint: the steps this one repeats.
-        attempt = {"start_step": start, "last_step_before": int(progress["step"]), "workers": world}
+        # The process of rank 0 is named so an operator (or a test) can find the attempt's
+        # workers.
+        attempt = {
+            "start_step": start,
+            "last_step_before": int(progress["step"]),
+            "workers": world,
+            "rank0": f"{socket.gethostname()}:{os.getpid()}",
+        }
         progress = {"step": start, "attempts": [*progress["attempts"], attempt]}
         record["attempts"] = progress["attempts"]
         write_progress(plan, progress)

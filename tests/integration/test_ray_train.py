@@ -1,7 +1,13 @@
 """`detpose train --workers N` on Ray Train: DDP is exact, data streams from S3 through Ray
-Data, and checkpoints land in S3 (the DetPose checkpoint and Ray Train's copy)."""
+Data, checkpoints land in S3 (the DetPose checkpoint and Ray Train's copy), and a killed
+worker is replaced, the run resuming from its last checkpoint."""
 
 from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
 
 import boto3
 import pytest
@@ -66,7 +72,30 @@ def _upload_sample(sample_data, bucket: str, endpoint: str) -> None:
         client.upload_file(str(image), bucket, f"coco/images/{image.name}")
 
 
-def test_two_workers_stream_from_s3_and_checkpoint_to_it(sample_data, s3_endpoint, s3_bucket):
+def _kill_rank0_once_past(plan: RayTrainPlan, step: int, killed: list[int]) -> None:
+    """Poll the run's progress file; once it is past ``step``, SIGKILL the process of the
+    first attempt's rank 0 (a real worker death: Ray Train sees its actor die)."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        try:
+            progress = read_progress(plan)
+        except Exception:  # the file is being rewritten: read it again
+            progress = {"step": 0, "attempts": []}
+        if progress["attempts"] and progress["step"] > step:
+            pid = int(progress["attempts"][0]["rank0"].rsplit(":", 1)[1])
+            os.kill(pid, signal.SIGKILL)
+            killed.append(progress["step"])
+            return
+        time.sleep(0.05)
+
+
+def test_two_workers_stream_from_s3_survive_a_killed_worker_and_checkpoint_to_s3(
+    sample_data, s3_endpoint, s3_bucket
+):
+    """A 2-worker run reads its samples from the moto S3 server through Ray Data and writes
+    its checkpoints there. Rank 0 is SIGKILLed mid-run: the worker group is replaced, the new
+    attempt resumes from the last checkpoint, and no step is repeated beyond the checkpoint
+    interval."""
     _upload_sample(sample_data, s3_bucket, s3_endpoint)
     storage = StorageSpec(endpoint_url=s3_endpoint)
     images = f"s3://{s3_bucket}/coco/images"
@@ -77,14 +106,34 @@ def test_two_workers_stream_from_s3_and_checkpoint_to_it(sample_data, s3_endpoin
     )
     assert records and records[0].uri.startswith("s3://")
     out = f"s3://{s3_bucket}/ckpt/refiner.pt"
-    steps = 12
+    steps, save_every, kill_after = 40, 4, 5
     plan = plan_for(out, workers=2, steps=steps)
-    plan = RayTrainPlan(**{**plan.__dict__, "storage_options": storage_options(out, storage)})
+    plan = RayTrainPlan(
+        **{
+            **plan.__dict__,
+            "save_every": save_every,
+            "storage_options": storage_options(out, storage),
+        }
+    )
+    killed: list[int] = []
+    killer = threading.Thread(target=_kill_rank0_once_past, args=(plan, kill_after, killed))
+    killer.start()
     record = train_on_ray(plan, records)
+    killer.join()
+    assert killed and killed[0] < steps, "the run ended before its worker could be killed"
     assert record["steps"] == steps and record["workers"] == 2
-    attempts = read_progress(plan)["attempts"]
-    assert attempts == [{"start_step": 0, "last_step_before": 0, "workers": 2}]
-    assert read_progress(plan)["step"] == steps
+    progress = read_progress(plan)
+    assert progress["step"] == steps
+    first, *restarts = progress["attempts"]
+    assert first["start_step"] == 0 and first["workers"] == 2
+    assert len(restarts) == 1, progress["attempts"]
+    resumed = restarts[0]
+    # The new attempt starts at a checkpoint written before the kill ...
+    assert resumed["start_step"] % save_every == 0 and resumed["start_step"] > 0
+    # ... and repeats only the steps done since it: at most one checkpoint interval.
+    assert resumed["last_step_before"] >= killed[0]
+    assert resumed["last_step_before"] - resumed["start_step"] <= save_every
+    assert resumed["rank0"] != first["rank0"]
     client = boto3.client("s3", endpoint_url=s3_endpoint)
     listed = client.list_objects_v2(Bucket=s3_bucket, Prefix="ckpt/refiner.pt.ray/")
     assert any("checkpoint" in o["Key"] for o in listed.get("Contents", []))  # Ray Train's copy
@@ -92,3 +141,4 @@ def test_two_workers_stream_from_s3_and_checkpoint_to_it(sample_data, s3_endpoin
         out, "refiner", storage_options=storage_options(out, storage)
     )
     assert saved["trainer"] == "ray-train-ddp" and saved["steps"] == steps
+    assert len(saved["attempts"]) == 2
