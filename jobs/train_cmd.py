@@ -6,20 +6,17 @@ import argparse
 import logging
 
 import yaml
-from pydantic import ValidationError
 
 from jobs.common import literal_choices, number_in
 from model.checkpoint import CheckpointError
 from model.inference.devices import resolve_device
-from model.training.datasets import RefinerDataset, Stage1Dataset, load_coco_keypoints
+from model.training.datasets import load_coco_keypoints
 from model.training.loop import train
-from schemas.network_configs import (
-    CoarseNetConfig,
-    RefinerConfig,
-    RefinerPresetName,
-    coarse_preset,
-    refiner_preset,
-)
+from model.training.recipe import TrainingConfig, TrainingRecipe
+from pipeline.store.storage import storage_options
+from pipeline.training.labels import DEFAULT_PSEUDO_LABEL_SCORE, Labels, is_review_file, labels_from
+from schemas.network_configs import TrainPresetName
+from schemas.spec import StorageSpec
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train a DetPose network on COCO person-keypoint data. Training resumes from "
         "--out when it holds a checkpoint of the same kind and config.",
     )
-    parser.add_argument("network", choices=["stage1", "refiner"], help="which network to train")
+    parser.add_argument(
+        "network", choices=["stage1", "refiner"], help="which stage's network to train"
+    )
     parser.add_argument(
         "--model",
         default="detposenet",
@@ -41,18 +40,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "which are trainable)",
     )
     parser.add_argument(
-        "--annotations", action="append", required=True, metavar="JSON",
+        "--annotations", action="append", default=[], metavar="JSON",
         help="COCO person_keypoints JSON (path or fsspec URI); repeat with --images for more datasets",
     )  # fmt: skip
     parser.add_argument(
-        "--images", action="append", required=True, metavar="URI",
-        help="image root of the matching --annotations (file_name is joined onto it)",
+        "--images", action="append", default=[], metavar="URI",
+        help="image root of the matching --annotations (file_name is joined onto it), or of a "
+        "--labels review file",
     )  # fmt: skip
     parser.add_argument(
-        "--config", choices=literal_choices(RefinerPresetName), default="tiny",
-        help="size preset; coco-recipe is DetPose's COCO recipe (docs/training.md); "
-        "coco-recipe-256x256 and coco-recipe-384x384 are refiner presets with the paper's "
-        "square crops",
+        "--labels", metavar="URI",
+        help="train on the project's own outputs: a job folder (OUTPUT/JOB_ID; its poses "
+        "scoring at least --min-score are pseudo-labels) or a reviewed COCO file from "
+        "`detpose import`; adds to --annotations",
+    )  # fmt: skip
+    parser.add_argument(
+        "--min-score", type=float, default=DEFAULT_PSEUDO_LABEL_SCORE, metavar="S",
+        help="--labels of a job: persons and keypoints scoring below S are not labels "
+        f"(default {DEFAULT_PSEUDO_LABEL_SCORE})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--init", metavar="CKPT",
+        help="start from this checkpoint of the network (fine-tuning; DetPoseNet keeps its "
+        "config, --set on top); default: random weights for DetPoseNet, the released weights "
+        "for a zoo network",
+    )  # fmt: skip
+    parser.add_argument(
+        "--config", choices=literal_choices(TrainPresetName), default=None,
+        help="preset; DetPoseNet: tiny (default), coco-recipe (DetPose's COCO recipe, "
+        "docs/training.md), coco-recipe-256x256 and coco-recipe-384x384 (refiner, the paper's "
+        "square crops); zoo MoveNet: fine-tune (default)",
     )  # fmt: skip
     parser.add_argument(
         "--set", action="append", default=[], type=_config_override, metavar="FIELD=VALUE",
@@ -133,21 +150,75 @@ def _config_override(text: str) -> tuple[str, object]:
 
 
 def training_config(
-    network: str, preset: str, overrides: list[tuple[str, object]], batch_size: int | None
-) -> CoarseNetConfig | RefinerConfig:
-    """The preset's config with ``--set`` overrides and ``--batch-size`` applied.
+    network: str,
+    preset: str | None,
+    overrides: list[tuple[str, object]],
+    batch_size: int | None,
+    model: str = "detposenet",
+    init: str | None = None,
+) -> TrainingConfig:
+    """The config ``detpose train`` trains ``model`` with: its preset (None: the network's
+    default, or with ``init`` that checkpoint's own), ``--set`` overrides and
+    ``--batch-size`` applied.
 
     Raises:
-        ValueError: an unknown preset for the network, an unknown field or an invalid value.
+        ValueError: an untrainable network, a preset it does not take, an unknown field or an
+            invalid value.
     """
-    base = coarse_preset(preset) if network == "stage1" else refiner_preset(preset)  # type: ignore[arg-type]
-    changes = dict(overrides)
-    if batch_size is not None:
-        changes["batch_size"] = batch_size
-    try:
-        return base.model_validate({**base.model_dump(), **changes})
-    except ValidationError as exc:
-        raise ValueError(f"--set: invalid {network} config: {exc}") from exc
+    return _recipe(network, model, init).config(preset, dict(overrides), batch_size)
+
+
+def _recipe(network: str, model: str, init: str | None) -> TrainingRecipe:
+    from model.networks import registry
+
+    recipe = registry.network(network, model).training(init)
+    if recipe is None:
+        raise ValueError(
+            f"{network} network {model!r} is not trainable here; `detpose models` lists the "
+            "trainable ones"
+        )
+    return recipe
+
+
+def _labels(args: argparse.Namespace, storage: StorageSpec) -> Labels:
+    """The training records of ``--annotations``/``--images`` pairs and ``--labels``."""
+    pairs = zip(args.annotations, args.images, strict=True) if args.annotations else ()
+    found = [
+        Labels(
+            load_coco_keypoints(annotations, images, storage_options(annotations, storage)),
+            f"{annotations} (images: {images})",
+        )
+        for annotations, images in pairs
+    ]
+    if args.labels is not None:
+        root = args.images[0] if args.images and not args.annotations else None
+        found.append(labels_from(args.labels, root, args.min_score, storage))
+    return Labels([r for labels in found for r in labels.records], "; ".join(
+        labels.description for labels in found
+    ))  # fmt: skip
+
+
+def _check_data_flags(args: argparse.Namespace) -> str | None:
+    """What is wrong with the data flags, or None."""
+    if args.labels is None and not args.annotations:
+        return "give --annotations JSON --images URI, or --labels (a job folder or a review file)"
+    if args.annotations and len(args.annotations) != len(args.images):
+        return (
+            f"got {len(args.annotations)} --annotations but {len(args.images)} --images; give "
+            "one image root per annotation file"
+        )
+    if not args.annotations and len(args.images) > 1:
+        return "--labels takes at most one --images (the review file's image root)"
+    if (
+        args.labels is not None
+        and not is_review_file(args.labels)
+        and args.images
+        and not (args.annotations)
+    ):
+        return "--images applies to a review file; a job folder's labels name their images"
+    if not 0.0 <= args.min_score <= 1.0:
+        return f"got --min-score {args.min_score}; expected a score in [0, 1]"
+    return None
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -156,25 +227,9 @@ def run_train(args: argparse.Namespace) -> int:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
-    if len(args.annotations) != len(args.images):
-        logger.error(
-            "got %d --annotations but %d --images; give one image root per annotation file",
-            len(args.annotations), len(args.images),
-        )  # fmt: skip
-        return 2
-    from model.networks import registry
-    from model.networks.base import NetworkError
-
-    try:
-        adapter = registry.network(args.network, args.model)
-    except NetworkError as exc:
-        logger.error("%s", exc)
-        return 2
-    if not adapter.trainable:
-        logger.error(
-            "%s network %r is not trainable here; `detpose models` lists the trainable ones",
-            args.network, args.model,
-        )  # fmt: skip
+    problem = _check_data_flags(args)
+    if problem:
+        logger.error("%s", problem)
         return 2
     for flag in ("steps", "batch_size", "log_every", "save_every"):
         value = getattr(args, flag)
@@ -183,32 +238,32 @@ def run_train(args: argparse.Namespace) -> int:
                 "got %d for --%s; expected a positive integer", value, flag.replace("_", "-")
             )
             return 2
+    from model.networks.base import NetworkError
+
+    try:
+        recipe = _recipe(args.network, args.model, args.init)
+        cfg = recipe.config(args.config, dict(args.overrides), args.batch_size)
+    except (NetworkError, CheckpointError, OSError, ValueError) as exc:
+        logger.error("%s", exc)
+        return 2
     if args.workers is not None:
-        return run_train_on_ray(args)
+        return run_train_on_ray(args, recipe, cfg)
     try:
         device = resolve_device(args.device)
-        cfg = training_config(args.network, args.config, args.overrides, args.batch_size)
-        records = [
-            rec
-            for annotations, images in zip(args.annotations, args.images, strict=True)
-            for rec in load_coco_keypoints(annotations, images)
-        ]
-        dataset_type = Stage1Dataset if args.network == "stage1" else RefinerDataset
-        dataset = dataset_type(records, cfg, augment=not args.no_augment, seed=args.seed)  # type: ignore[arg-type]
+        labels = _labels(args, StorageSpec())
+        dataset = recipe.dataset(labels.records, cfg, not args.no_augment, args.seed)
         steps = args.steps if args.steps is not None else cfg.default_steps
         logger.info(
-            "training %s (%s) on %d images / %d samples for %d steps on %s",
-            args.network, args.config, len(records), len(dataset), steps, device,
+            "training %s %s (%s) on %d images / %d samples for %d steps on %s",
+            args.network, args.model, args.config or "default", len(labels.records),
+            len(dataset), steps, device,
         )  # fmt: skip
-        described = "; ".join(
-            f"{a} (images: {i})" for a, i in zip(args.annotations, args.images, strict=True)
-        )
         record = train(
-            args.network, cfg, dataset, steps, args.out, device=device, resume=not args.no_resume,
-            seed=args.seed, log_every=args.log_every, save_every=args.save_every, data_description=described,
-            num_workers=args.loader_workers,
+            recipe, cfg, dataset, steps, args.out, device=device, resume=not args.no_resume,
+            seed=args.seed, log_every=args.log_every, save_every=args.save_every,
+            data_description=labels.description, num_workers=args.loader_workers,
         )  # fmt: skip
-    except (OSError, ValueError) as exc:  # CheckpointError is a ValueError
+    except (OSError, ValueError) as exc:  # CheckpointError and FormatError are ValueErrors
         kind = "checkpoint" if isinstance(exc, CheckpointError) else type(exc).__name__
         logger.error("training failed (%s): %s", kind, exc)
         return 1
@@ -221,35 +276,27 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_train_on_ray(args: argparse.Namespace) -> int:
+def run_train_on_ray(args: argparse.Namespace, recipe: TrainingRecipe, cfg: TrainingConfig) -> int:
     """``detpose train --workers N``: Ray Train DDP workers fed by a Ray Data sample stream
     (``pipeline/training``); storage endpoint and credentials come from the environment, as
     for jobs (docs/spec.md, "S3 and credentials")."""
     from jobs.common import init_ray, quiet_ray_logs
-    from pipeline.store.storage import storage_options
     from pipeline.training.trainer import RayTrainPlan, train_on_ray
-    from schemas.spec import StorageSpec
 
     if args.workers < 1 or args.max_failures < 0 or args.gpus_per_worker < 0:
         logger.error("--workers must be >= 1, --max-failures and --gpus-per-worker >= 0")
         return 2
     try:
-        cfg = training_config(args.network, args.config, args.overrides, args.batch_size)
         if cfg.batch_size % args.workers:
             raise ValueError(
                 f"batch size {cfg.batch_size} does not split evenly over {args.workers} workers"
             )
         storage = StorageSpec()
-        records = [
-            rec
-            for annotations, images in zip(args.annotations, args.images, strict=True)
-            for rec in load_coco_keypoints(
-                annotations, images, storage_options(annotations, storage)
-            )
-        ]
+        labels = _labels(args, storage)
         steps = args.steps if args.steps is not None else cfg.default_steps
+        first_image = labels.records[0].uri if labels.records else args.out
         plan = RayTrainPlan(
-            kind=args.network,
+            recipe=recipe,
             config=cfg.model_dump(mode="json"),
             steps=steps,
             out=args.out,
@@ -261,18 +308,16 @@ def run_train_on_ray(args: argparse.Namespace) -> int:
             augment=not args.no_augment,
             resume=not args.no_resume,
             max_failures=args.max_failures,
-            data_description="; ".join(
-                f"{a} (images: {i})" for a, i in zip(args.annotations, args.images, strict=True)
-            ),
-            storage_options=storage_options(args.images[0], storage),
+            data_description=labels.description,
+            storage_options=storage_options(first_image, storage),
         )
         logger.info(
-            "training %s (%s) on Ray Train: %d workers, %d images, %d steps of %d samples",
-            args.network, args.config, args.workers, len(records), steps, cfg.batch_size,
+            "training %s %s on Ray Train: %d workers, %d images, %d steps of %d samples",
+            args.network, args.model, args.workers, len(labels.records), steps, cfg.batch_size,
         )  # fmt: skip
         init_ray(args.num_cpus, None)
         quiet_ray_logs()
-        record = train_on_ray(plan, records)
+        record = train_on_ray(plan, labels.records)
     except (OSError, ValueError) as exc:  # CheckpointError is a ValueError
         kind = "checkpoint" if isinstance(exc, CheckpointError) else type(exc).__name__
         logger.error("training failed (%s): %s", kind, exc)

@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PresetName = Literal["tiny", "coco-recipe"]
 RefinerPresetName = Literal["tiny", "coco-recipe", "coco-recipe-256x256", "coco-recipe-384x384"]
+MoveNetPresetName = Literal["fine-tune"]
+# Every preset `detpose train --config` takes; which apply depends on the network trained.
+TrainPresetName = Literal[RefinerPresetName, MoveNetPresetName]
 # The refiner's multi-scale regression (MSR, paper §III-C2): 'multiscale' regresses heatmaps at
 # every supervised scale, each matched to its ground truth (the paper); 'final' regresses the
 # final scale only (DetPose before 2026-11-26); 'off' has no MSR (the last stack's output).
@@ -248,6 +251,58 @@ class RefinerConfig(_TrainingFields):
                 f"{sorted(valid, reverse=True)} (stride * 2**k for k <= hourglass_depth)"
             )
         return self
+
+
+class MoveNetConfig(_TrainingFields):
+    """Fine-tuning a zoo MoveNet SinglePose network (``model/training/movenet.py``): the
+    network is the imported one, so only the crops, the targets and the training are set."""
+
+    box_padding: float = Field(
+        1.0,
+        ge=0.5,
+        le=3.0,
+        description="A crop covers the person box grown to a square times this: the refiner "
+        "stage's zoo crop padding, so the network trains on the crops it refines.",
+    )
+    heatmap_sigma: float = Field(
+        1.1,
+        gt=0.0,
+        le=8.0,
+        description="Std of the keypoint target Gaussians, in heatmap cells (the released "
+        "networks' peaks fall to 0.66 one cell away: a std of about 1.1).",
+    )
+    centre_sigma: float = Field(
+        2.0, gt=0.0, le=8.0, description="Std of the person-centre target Gaussian, in cells."
+    )
+    heatmap_loss_weight: float = Field(1.0, ge=0.0, description="Weight of the heatmap focal loss.")
+    centre_loss_weight: float = Field(1.0, ge=0.0, description="Weight of the centre focal loss.")
+    regress_loss_weight: float = Field(
+        0.1, ge=0.0, description="Weight of the L1 keypoint regression (cells) from the centre."
+    )
+    offset_loss_weight: float = Field(
+        1.0, ge=0.0, description="Weight of the L1 sub-cell keypoint offsets."
+    )
+    min_keypoints: int = Field(
+        4, ge=1, le=17, description="Persons with fewer labelled keypoints are not trained on."
+    )
+
+
+_MOVENET_PRESETS: dict[str, dict] = {
+    # Fine-tuning, not training: Adam at 1e-5, a few hundred steps, the default augmentation.
+    # Chosen here, not MoveNet's recipe: on one person, Adam at 1e-4 jumps the loss 5x on its
+    # first (sign-like) step and plain SGD at 1e-3 diverges, while 1e-5 falls steadily
+    # (docs/training.md has the fine-tuning measurement).
+    "fine-tune": dict(learning_rate=1e-5, batch_size=8, default_steps=300),
+}
+
+
+def movenet_preset(name: MoveNetPresetName) -> MoveNetConfig:
+    """The MoveNet fine-tuning config called ``name`` (``fine-tune``)."""
+    if name not in _MOVENET_PRESETS:
+        raise ValueError(
+            f"got {name!r} for the MoveNet preset; expected one of {sorted(_MOVENET_PRESETS)}"
+        )
+    return MoveNetConfig(**_MOVENET_PRESETS[name])
 
 
 _COARSE_PRESETS: dict[str, dict] = {

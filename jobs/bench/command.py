@@ -99,7 +99,10 @@ def paper_model_set(folder: Path, device: str) -> ModelSet:
     from schemas.network_configs import coarse_preset, refiner_preset
 
     paths = {}
-    for kind, config in (("stage1", coarse_preset("coco-recipe")), ("refiner", refiner_preset("coco-recipe"))):
+    for kind, config in (
+        ("stage1", coarse_preset("coco-recipe")),
+        ("refiner", refiner_preset("coco-recipe")),
+    ):
         torch.manual_seed(0)
         paths[kind] = folder / f"paper-{kind}.pt"
         if not paths[kind].exists():

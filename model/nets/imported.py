@@ -141,6 +141,8 @@ class ImportedGraphNet(nn.Module):
         self.graph = graph
         self.convs = nn.ModuleDict()
         self._conv_of: dict[str, str] = {}
+        # conv module key → the graph constants it was built from: (kernel, bias or None).
+        self._conv_consts: dict[str, tuple[str, str | None]] = {}
         for index, node in enumerate(graph.nodes):
             if node.op in (
                 "Conv2D",
@@ -156,6 +158,10 @@ class ImportedGraphNet(nn.Module):
                     kernel, bias, node.attrs, "Depthwise" in node.op, _fused_activation(node)
                 )
                 self._conv_of[node.name] = key
+                self._conv_consts[key] = (
+                    node.inputs[1].split(":")[0],
+                    node.inputs[2].split(":")[0] if fused else None,
+                )
             elif node.op not in _OPS:
                 raise ValueError(f"{node.name}: op {node.op} is not supported by the importer")
         # Constants read at run time: float operands of elementwise ops (broadcast against
@@ -182,6 +188,26 @@ class ImportedGraphNet(nn.Module):
         for name, i in last_use.items():
             if name in produced and name not in graph.output_names:
                 self._dead_after[i].append(name)
+
+    def trained_consts(self) -> dict[str, torch.Tensor]:
+        """The convolutions' current weights as the graph's constants (TF's HWIO kernel
+        layout, float32), to write back into a :class:`GraphSpec` after training."""
+        consts: dict[str, torch.Tensor] = {}
+        for key, (kernel_name, bias_name) in self._conv_consts.items():
+            conv = self.convs[key]
+            weight = conv.weight.detach().float().cpu()
+            if conv.groups > 1:  # depthwise [in * mult, 1, kh, kw] → [kh, kw, in, mult]
+                cin = conv.groups
+                mult = weight.shape[0] // cin
+                kernel = weight.reshape(cin, mult, *weight.shape[2:]).permute(2, 3, 0, 1)
+            else:  # [out, in, kh, kw] → [kh, kw, in, out]
+                kernel = weight.permute(2, 3, 1, 0)
+            if kernel_name in consts:
+                raise ValueError(f"kernel {kernel_name} is shared by two convolutions")
+            consts[kernel_name] = kernel.contiguous()
+            if bias_name is not None and conv.bias is not None:
+                consts[bias_name] = conv.bias.detach().float().cpu().clone()
+        return consts
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         values: dict[str, Value] = {self.graph.input_name: x}

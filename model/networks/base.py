@@ -13,13 +13,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from model.inference.zoo_stage1 import View
 from model.networks.loaded import LoadedModel
+
+if TYPE_CHECKING:
+    from model.training.recipe import TrainingRecipe
 
 StageKind = Literal["stage1", "refiner"]
 STAGE_KINDS: tuple[StageKind, ...] = ("stage1", "refiner")
@@ -87,7 +90,6 @@ class NetworkAdapter(ABC):
     stage: StageKind
     description: str
     licence: str
-    trainable: bool = False
     groups_poses: bool = True  # stage 1: emits grouped coarse poses (else peaks + limb scores)
     options: frozenset[str] = frozenset()  # STAGE1_OPTIONS / REFINER_OPTIONS it takes
     crop_padding: float | None = None  # a top-down refiner's crop padding by default
@@ -96,6 +98,15 @@ class NetworkAdapter(ABC):
     def default_weights(self) -> Path | None:
         """The weights used when the spec names no checkpoint (bundled files); None: none."""
         return None
+
+    def training(self, init: str | None = None) -> TrainingRecipe | None:
+        """How `detpose train` trains this network, starting from ``init`` (a checkpoint of
+        it) when given; None: it cannot be trained here."""
+        return None
+
+    @property
+    def trainable(self) -> bool:
+        return self.training() is not None
 
     def weights_source(self, checkpoint: str | None) -> str:
         """Where the weights come from, as the job's stats record it."""

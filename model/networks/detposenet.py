@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -24,8 +24,7 @@ from model.checkpoint import (
 from model.inference.devices import for_inference
 from model.inference.refiner import HeatmapCropRefiner
 from model.inference.stage1 import CoarsePoseModel
-from model.nets.coarse_net import CoarsePoseNet
-from model.nets.refine_net import PoseRefinementNet
+from model.nets.build import build_model
 from model.networks.base import (
     NetworkAdapter,
     NetworkInfo,
@@ -34,6 +33,9 @@ from model.networks.base import (
     StageKind,
 )
 from model.networks.loaded import LoadedModel
+
+if TYPE_CHECKING:
+    from model.training.recipe import TrainingRecipe
 from schemas.network_configs import CoarseNetConfig, RefinerConfig, coarse_preset, refiner_preset
 
 logger = logging.getLogger(__name__)
@@ -45,18 +47,6 @@ BUNDLED_WEIGHTS: dict[str, Path] = {
     "refiner": WEIGHTS_DIR / "refiner_tiny.pt",
 }
 RANDOM_INIT_SEED = 0
-
-
-def build_model(kind: CheckpointKind, config: CoarseNetConfig | RefinerConfig) -> nn.Module:
-    """The DetPoseNet network of ``kind`` for ``config``."""
-    if kind == "stage1" and isinstance(config, CoarseNetConfig):
-        return CoarsePoseNet(config)
-    if kind == "refiner" and isinstance(config, RefinerConfig):
-        return PoseRefinementNet(config)
-    raise ValueError(
-        f"got kind {kind!r} with a {type(config).__name__}; expected stage1/CoarseNetConfig or "
-        "refiner/RefinerConfig"
-    )
 
 
 def model_from_checkpoint_bytes(
@@ -108,7 +98,6 @@ class DetPoseNetAdapter(NetworkAdapter):
     stage: StageKind
     name: str = NAME
     licence: str = "Apache-2.0"
-    trainable: bool = True
 
     @property
     def description(self) -> str:  # type: ignore[override]
@@ -119,6 +108,11 @@ class DetPoseNetAdapter(NetworkAdapter):
     @property
     def groups_poses(self) -> bool:  # type: ignore[override]
         return False  # peaks and limb scores: Algorithm 1 groups them
+
+    def training(self, init: str | None = None) -> TrainingRecipe | None:
+        from model.training.recipe import DetPoseNetRecipe
+
+        return DetPoseNetRecipe(self.stage, init)  # type: ignore[arg-type]
 
     def default_weights(self) -> Path | None:
         return BUNDLED_WEIGHTS[self.stage]

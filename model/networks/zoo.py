@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -23,6 +23,9 @@ from model.networks.base import (
     StageKind,
 )
 from model.networks.loaded import LoadedModel
+
+if TYPE_CHECKING:
+    from model.training.recipe import TrainingRecipe
 from model.zoo.catalog import NETWORKS, PACKAGE, PACKAGE_VERSION
 from model.zoo.weights import zoo_model_from_bytes
 
@@ -58,6 +61,13 @@ class ZooAdapter(NetworkAdapter):
     @property
     def default_guide(self) -> str:  # type: ignore[override]
         return "pose"  # measured best on the crowd set (docs/evaluation.md)
+
+    def training(self, init: str | None = None) -> TrainingRecipe | None:
+        if NETWORKS[self.name].role != "single_pose":
+            return None  # MultiPose: its box heads have no training targets here
+        from model.training.recipe import MoveNetRecipe
+
+        return MoveNetRecipe(self.name, init)
 
     def default_weights(self) -> Path | None:
         return NETWORKS[self.name].checkpoint_path

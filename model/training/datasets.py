@@ -49,7 +49,7 @@ from model.training.ignore_regions import (
     ignore_weights,
 )
 from schemas.network_configs import CoarseNetConfig, RefinerConfig
-from schemas.spec import join_uri
+from schemas.spec import join_uri, uri_scheme
 
 # Boxes smaller than this (input pixels, either side) after augmentation are not detection targets.
 _MIN_BOX_SIDE = 2.0
@@ -128,7 +128,7 @@ def load_coco_keypoints(
         records.append(
             CocoImage(
                 image_id=int(img["id"]),
-                uri=join_uri(images_root, img["file_name"]),
+                uri=_image_uri(images_root, img["file_name"]),
                 width=int(img["width"]),
                 height=int(img["height"]),
                 boxes_xyxy=boxes.reshape(-1, 4),
@@ -137,6 +137,14 @@ def load_coco_keypoints(
             )
         )
     return records
+
+
+def _image_uri(images_root: str, file_name: str) -> str:
+    """Where an image is: ``file_name`` itself when it is a URI or an absolute path (as in a
+    job's exports), else joined onto ``images_root``."""
+    if uri_scheme(file_name) or file_name.startswith("/"):
+        return file_name
+    return join_uri(images_root, file_name)
 
 
 def _ignore_regions(
@@ -304,6 +312,17 @@ class SampleKey(NamedTuple):
     progress: float
 
 
+def labelled_persons(records: list[CocoImage], min_keypoints: int) -> list[tuple[int, int]]:
+    """``(image, person)`` of every person with at least ``min_keypoints`` labelled: the
+    samples of a top-down network (one crop each)."""
+    return [
+        (i, p)
+        for i, rec in enumerate(records)
+        for p in range(len(rec.kpts_xyv))
+        if (rec.kpts_xyv[p, :, 2] > 0).sum() >= min_keypoints
+    ]
+
+
 class RefinerDataset(_AugmentedImages):
     """Person crops with multi-scale refiner targets, one item per annotated person.
 
@@ -329,12 +348,7 @@ class RefinerDataset(_AugmentedImages):
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(records, cfg, augment, seed, cache_images, storage_options)
-        self.persons = [
-            (i, p)
-            for i, rec in enumerate(records)
-            for p in range(len(rec.kpts_xyv))
-            if (rec.kpts_xyv[p, :, 2] > 0).sum() >= cfg.min_keypoints
-        ]
+        self.persons = labelled_persons(records, cfg.min_keypoints)
 
     def __len__(self) -> int:
         return len(self.persons)

@@ -15,23 +15,20 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import fsspec
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from model.checkpoint import (
-    CheckpointError,
-    CheckpointKind,
-    read_checkpoint_dict,
-    save_checkpoint,
-)
-from model.networks.detposenet import build_model
+from model.checkpoint import CheckpointKind
 from model.training.datasets import SampleKey
-from model.training.losses import proposal_loss, refiner_loss, structure_neighbours
+from model.training.losses import refiner_losses, stage1_losses
 from schemas.network_configs import CoarseNetConfig, RefinerConfig
+
+if TYPE_CHECKING:
+    from model.training.recipe import TrainingConfig, TrainingRecipe
 
 logger = logging.getLogger(__name__)
 
@@ -64,42 +61,6 @@ def set_training_mode(model: nn.Module, cfg: CoarseNetConfig | RefinerConfig) ->
 def learning_rate_at(step: int, total_steps: int, base_lr: float, drop_at: float) -> float:
     """Step schedule: ``base_lr``, then ``base_lr / 10`` from ``drop_at * total_steps`` on."""
     return base_lr if step < drop_at * total_steps else base_lr * 0.1
-
-
-def stage1_losses(
-    model: nn.Module, batch: dict[str, torch.Tensor], cfg: CoarseNetConfig
-) -> dict[str, torch.Tensor]:
-    """Forward a stage-1 batch (see :class:`model.training.datasets.Stage1Dataset`) and return L_p's terms."""
-    out = model(batch["image"])
-    return proposal_loss(
-        out.stack_heatmaps,
-        out.stack_pafs,
-        out.centre_logits,
-        out.size,
-        out.offset,
-        batch,
-        det_weight=cfg.det_loss_weight,
-        heatmap_weight=cfg.heatmap_loss_weight,
-        paf_weight=cfg.paf_loss_weight,
-        size_weight=cfg.size_loss_weight,
-        offset_weight=cfg.offset_loss_weight,
-    )
-
-
-def refiner_losses(
-    model: nn.Module, batch: dict[str, torch.Tensor], cfg: RefinerConfig
-) -> dict[str, torch.Tensor]:
-    """Forward a refiner batch (see :class:`model.training.datasets.RefinerDataset`) and return its loss terms."""
-    out = model(batch["crop"])
-    targets = [batch[f"heatmaps_s{s}"] for s in cfg.supervision_strides]
-    return refiner_loss(
-        out.scale_heatmaps,
-        out.msr_heatmaps,
-        targets,
-        batch["weight"],
-        cfg.alpha2,
-        structure_neighbours(cfg.structure_loss),
-    )
 
 
 def loss_function(kind: CheckpointKind) -> LossFn:
@@ -314,49 +275,14 @@ def training_step(
     return {name: value.detach() for name, value in losses.items()}
 
 
-def resumable_changes(
-    name: str, payload: dict[str, Any], kind: CheckpointKind, cfg: CoarseNetConfig | RefinerConfig
-) -> dict[str, list[Any]]:
-    """The training settings ``cfg`` changes against a checkpoint it may resume from.
-
-    Returns:
-        ``{field: [stored value, new value]}`` for the changed fields; empty when none changed.
-
-    Raises:
-        CheckpointError: the checkpoint is of another kind, or ``cfg`` changes a field of
-            ``cfg.ARCHITECTURE_FIELDS`` (another network: it cannot continue this one).
-    """
-    if payload["kind"] != kind:
-        raise CheckpointError(
-            f"{name}: cannot resume a {kind} run from it: it holds a {payload['kind']} "
-            "checkpoint; choose a new output path or turn resuming off"
-        )
-    new = cfg.model_dump(mode="json")
-    # A field added after the checkpoint was written reads as its default there.
-    fields = type(cfg).model_fields
-    stored = {
-        **{k: fields[k].default for k in new if k not in payload["config"]},
-        **payload["config"],
-    }
-    changed = {k: [stored.get(k), v] for k, v in new.items() if stored.get(k) != v}
-    architecture = sorted(set(changed) & cfg.ARCHITECTURE_FIELDS)
-    if architecture or set(stored) - set(new):
-        raise CheckpointError(
-            f"{name}: cannot resume a {kind} run from it: its network differs "
-            f"({', '.join(architecture or sorted(set(stored) - set(new)))}); choose a new "
-            "output path or turn resuming off"
-        )
-    return changed
-
-
 def _exists(uri: str) -> bool:
     fs, path = fsspec.core.url_to_fs(uri)
     return fs.exists(path)
 
 
 def train(
-    kind: CheckpointKind,
-    cfg: CoarseNetConfig | RefinerConfig,
+    recipe: TrainingRecipe | CheckpointKind,
+    cfg: TrainingConfig,
     dataset: Dataset,
     steps: int,
     out_uri: str | os.PathLike,
@@ -370,13 +296,14 @@ def train(
 ) -> dict[str, Any]:
     """Train a network to ``steps`` total steps and save its checkpoint at ``out_uri``.
 
-    With ``resume`` and an existing checkpoint at ``out_uri`` of the same kind and config,
-    training continues from its step count (and optimiser state).
+    With ``resume`` and an existing checkpoint at ``out_uri`` of the same network and
+    architecture, training continues from its step count (and optimiser state).
 
     Args:
-        kind: ``stage1`` or ``refiner``.
+        recipe: how the network trains (``model/training/recipe.py``); ``stage1`` or
+            ``refiner`` for DetPoseNet's networks from random weights.
         cfg: the network's config (its training fields are used too).
-        dataset: a :class:`~model.training.datasets.Stage1Dataset` or ``RefinerDataset``.
+        dataset: the recipe's dataset (``recipe.dataset``).
         steps: total optimisation steps.
         out_uri: checkpoint path or fsspec URI.
         device: ``cpu``, ``cuda``, ...
@@ -395,12 +322,17 @@ def train(
         ``seconds``, ``device``, ``torch_version``, ``dataset``, ``batch_size``, ``seed``,
         ``num_workers`` (of the latest run).
     """
+    if isinstance(recipe, str):
+        from model.training.recipe import DetPoseNetRecipe
+
+        recipe = DetPoseNetRecipe(recipe)  # type: ignore[arg-type]
+    kind = recipe.stage
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise ValueError(f"no training samples for {kind}: the annotations hold no usable persons")
     device = torch.device(device)
     workers = resolve_num_workers(num_workers, device)
     torch.manual_seed(seed)
-    model = build_model(kind, cfg)
+    model = recipe.new_model(cfg)
     optimizer = make_optimizer(model.parameters(), cfg)
     out_name = os.fspath(out_uri)
     record: dict[str, Any] = {
@@ -411,12 +343,12 @@ def train(
         "losses": {},
     }
     if resume and _exists(out_name):
-        payload = read_checkpoint_dict(out_name)
-        changed = resumable_changes(out_name, payload, kind, cfg)
-        model.load_state_dict(payload["state_dict"])
+        payload = recipe.read_resumable(out_name)
+        changed = recipe.resumable_changes(out_name, payload, cfg)
+        recipe.load_weights(model, payload)
         if "optimizer" in payload:
             optimizer.load_state_dict(payload["optimizer"])
-        record.update(payload["record"])
+        record.update(recipe.training_record(payload))
         if changed:
             # A new training phase (e.g. keypoint masking as fine-tuning): same network, other
             # training settings from this step on; the record keeps the history.
@@ -432,7 +364,6 @@ def train(
         for key, value in state.items():
             if isinstance(value, torch.Tensor) and key != "step":
                 state[key] = value.to(device)
-    loss_fn = loss_function(kind)
     start_step = int(record["steps"])
     batches = device_batches(
         dataset, cfg.batch_size, seed + start_step, device, workers, (start_step, steps)
@@ -447,7 +378,7 @@ def train(
             lr = learning_rate_at(step, steps, cfg.learning_rate, cfg.lr_drop_at)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            losses = training_step(model, optimizer, loss_fn, next(batches), cfg)
+            losses = training_step(model, optimizer, recipe.loss, next(batches), cfg)
             for name, value in losses.items():
                 window.setdefault(name, []).append(value)
             done = step + 1
@@ -468,39 +399,21 @@ def train(
             record["steps"] = done
             record["seconds"] = seconds_before + time.monotonic() - started
             if done % save_every == 0 or done == steps:
-                _save(
-                    out_name, kind, model, cfg, record, optimizer, device, seed,
-                    data_description, workers,
-                )  # fmt: skip
+                record.update(
+                    {
+                        "device": str(device),
+                        "torch_version": str(torch.__version__),
+                        "dataset": data_description,
+                        "batch_size": cfg.batch_size,
+                        "seed": seed,
+                        "num_workers": workers,
+                    }
+                )
+                recipe.save(out_name, model, cfg, record, optimizer.state_dict())  # type: ignore[arg-type]
+                logger.info("saved %s checkpoint at step %d to %s", kind, done, out_name)
     if start_step >= steps:
         logger.info(
             "%s already trained to %d steps (asked for %d); nothing to do", kind, start_step, steps
         )
     model.eval()
     return record
-
-
-def _save(
-    out_name: str,
-    kind: CheckpointKind,
-    model: nn.Module,
-    cfg: CoarseNetConfig | RefinerConfig,
-    record: dict[str, Any],
-    optimizer: torch.optim.Optimizer,
-    device: torch.device,
-    seed: int,
-    data_description: str,
-    num_workers: int,
-) -> None:
-    record.update(
-        {
-            "device": str(device),
-            "torch_version": str(torch.__version__),
-            "dataset": data_description,
-            "batch_size": cfg.batch_size,
-            "seed": seed,
-            "num_workers": num_workers,
-        }
-    )
-    save_checkpoint(out_name, kind, model, cfg, record, optimizer_state=optimizer.state_dict())
-    logger.info("saved %s checkpoint at step %d to %s", kind, record["steps"], out_name)

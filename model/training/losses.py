@@ -12,8 +12,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from model.keypoints import LIMB_TRIPLETS, NUM_KEYPOINTS, SKELETON
+from schemas.network_configs import CoarseNetConfig, RefinerConfig
 
 # CenterNet's penalty-reduced focal loss exponents.
 _FOCAL_ALPHA = 2.0
@@ -377,3 +379,39 @@ def proposal_loss(
         "kpt": kpt,
         "total": det_weight * det["det"] + kpt,
     }
+
+
+def stage1_losses(
+    model: nn.Module, batch: dict[str, torch.Tensor], cfg: CoarseNetConfig
+) -> dict[str, torch.Tensor]:
+    """Forward a stage-1 batch (see :class:`model.training.datasets.Stage1Dataset`) and return L_p's terms."""
+    out = model(batch["image"])
+    return proposal_loss(
+        out.stack_heatmaps,
+        out.stack_pafs,
+        out.centre_logits,
+        out.size,
+        out.offset,
+        batch,
+        det_weight=cfg.det_loss_weight,
+        heatmap_weight=cfg.heatmap_loss_weight,
+        paf_weight=cfg.paf_loss_weight,
+        size_weight=cfg.size_loss_weight,
+        offset_weight=cfg.offset_loss_weight,
+    )
+
+
+def refiner_losses(
+    model: nn.Module, batch: dict[str, torch.Tensor], cfg: RefinerConfig
+) -> dict[str, torch.Tensor]:
+    """Forward a refiner batch (see :class:`model.training.datasets.RefinerDataset`) and return its loss terms."""
+    out = model(batch["crop"])
+    targets = [batch[f"heatmaps_s{s}"] for s in cfg.supervision_strides]
+    return refiner_loss(
+        out.scale_heatmaps,
+        out.msr_heatmaps,
+        targets,
+        batch["weight"],
+        cfg.alpha2,
+        structure_neighbours(cfg.structure_loss),
+    )

@@ -18,8 +18,8 @@ import numpy as np
 import ray
 from ray.data import ActorPoolStrategy, Dataset
 
-from model.training.datasets import CocoImage, RefinerDataset, SampleKey, Stage1Dataset
-from schemas.network_configs import CoarseNetConfig, RefinerConfig
+from model.training.datasets import CocoImage, SampleKey
+from model.training.recipe import TrainingConfig, TrainingRecipe
 
 # Rows one Ray Data call makes: small, so samples reach the workers early and memory stays
 # a few batches deep whatever the dataset's size.
@@ -27,34 +27,21 @@ SAMPLE_BATCH_ROWS = 4
 SAMPLE_NUM_CPUS = 0.25  # below 1: the training workers need the cores (docs/throughput.md)
 
 
-def training_samples(
-    kind: str,
-    records: Sequence[CocoImage],
-    cfg: CoarseNetConfig | RefinerConfig,
-    augment: bool,
-    seed: int,
-) -> Stage1Dataset | RefinerDataset:
-    """The map-style dataset whose items the stream's rows are."""
-    dataset_type = Stage1Dataset if kind == "stage1" else RefinerDataset
-    return dataset_type(list(records), cfg, augment=augment, seed=seed)  # type: ignore[arg-type]
-
-
 class SampleMaker:
     """A Ray Data actor that turns row positions into training samples (numpy columns)."""
 
     def __init__(
         self,
-        kind: str,
+        recipe: TrainingRecipe,
         records: Sequence[CocoImage],
-        cfg: CoarseNetConfig | RefinerConfig,
+        cfg: TrainingConfig,
         augment: bool,
         seed: int,
         steps: int,
         global_batch: int,
         storage_options: Mapping[str, Any],
     ) -> None:
-        self.dataset = training_samples(kind, records, cfg, augment, seed)
-        self.dataset.cache.storage_options = dict(storage_options)
+        self.dataset: Any = recipe.dataset(records, cfg, augment, seed, storage_options)
         self.seed, self.steps, self.global_batch = seed, steps, global_batch
         self.count = len(self.dataset)
         self.takes_progress = getattr(self.dataset, "takes_progress", False)
@@ -74,9 +61,9 @@ class SampleMaker:
 
 
 def sample_stream(
-    kind: str,
+    recipe: TrainingRecipe,
     records: Sequence[CocoImage],
-    cfg: CoarseNetConfig | RefinerConfig,
+    cfg: TrainingConfig,
     augment: bool,
     seed: int,
     steps: int,
@@ -94,7 +81,7 @@ def sample_stream(
     return positions.map_batches(
         SampleMaker,
         fn_constructor_kwargs={
-            "kind": kind,
+            "recipe": recipe,
             "records": list(records),
             "cfg": cfg,
             "augment": augment,

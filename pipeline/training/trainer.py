@@ -37,19 +37,16 @@ import ray.train.torch
 import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
-from model.checkpoint import CheckpointError, read_checkpoint_dict, save_checkpoint
-from model.networks.detposenet import build_model
+from model.checkpoint import CheckpointError
 from model.training.datasets import CocoImage
 from model.training.loop import (
     learning_rate_at,
-    loss_function,
     make_optimizer,
-    resumable_changes,
     set_training_mode,
     training_step,
 )
+from model.training.recipe import TrainingConfig, TrainingRecipe, unwrap
 from pipeline.training.samples import sample_stream
-from schemas.network_configs import CoarseNetConfig, RefinerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +59,7 @@ MAKERS_PER_WORKER = 1
 class RayTrainPlan:
     """Everything a training worker needs (it travels to every worker)."""
 
-    kind: str
+    recipe: TrainingRecipe  # the network and how it trains
     config: dict[str, Any]  # the network config, JSON
     steps: int
     out: str  # the DetPose checkpoint URI
@@ -78,9 +75,12 @@ class RayTrainPlan:
     data_description: str = ""
     storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
-    def network_config(self) -> CoarseNetConfig | RefinerConfig:
-        config_type = CoarseNetConfig if self.kind == "stage1" else RefinerConfig
-        return config_type.model_validate(self.config)
+    def network_config(self) -> TrainingConfig:
+        return self.recipe.config_from_json(self.config)
+
+    @property
+    def kind(self) -> str:
+        return self.recipe.stage
 
     @property
     def progress_uri(self) -> str:
@@ -96,8 +96,8 @@ def checkpoint_step(plan: RayTrainPlan) -> int:
     fs, path = _fs(plan.out, plan.storage_options)
     if not plan.resume or not fs.exists(path):
         return 0
-    payload = read_checkpoint_dict(plan.out, storage_options=plan.storage_options)
-    return int(payload["record"].get("steps", 0))
+    payload = plan.recipe.read_resumable(plan.out, plan.storage_options)
+    return int(plan.recipe.training_record(payload).get("steps", 0))
 
 
 def read_progress(plan: RayTrainPlan) -> dict[str, Any]:
@@ -128,22 +128,23 @@ def train_worker(config: dict[str, Any]) -> None:
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} does not split over {world} workers")
     per_worker = cfg.batch_size // world
+    recipe = plan.recipe
     torch.manual_seed(plan.seed)
-    model = build_model(plan.kind, cfg)  # type: ignore[arg-type]
+    model = recipe.new_model(cfg)
     optimizer = make_optimizer(model.parameters(), cfg)
     record: dict[str, Any] = {"steps": 0, "seconds": 0.0, "loss_history": [], "losses": {}}
     fs, path = _fs(plan.out, plan.storage_options)
     if plan.resume and fs.exists(path):
-        payload = read_checkpoint_dict(plan.out, storage_options=plan.storage_options)
-        changed = resumable_changes(plan.out, payload, plan.kind, cfg)  # type: ignore[arg-type]
+        payload = recipe.read_resumable(plan.out, plan.storage_options)
+        changed = recipe.resumable_changes(plan.out, payload, cfg)
         if changed:
             raise CheckpointError(
                 f"{plan.out}: a distributed run resumes only the same training settings; "
                 f"changed: {sorted(changed)}"
             )
-        model.load_state_dict(payload["state_dict"])
+        recipe.load_weights(model, payload)
         optimizer.load_state_dict(payload["optimizer"])
-        record.update(payload["record"])
+        record.update(recipe.training_record(payload))
     start = int(record["steps"])
     progress = read_progress(plan)
     if rank == 0:
@@ -168,7 +169,6 @@ def train_worker(config: dict[str, Any]) -> None:
             if isinstance(value, torch.Tensor) and key != "step":
                 state[key] = value.to(device)
     set_training_mode(model, cfg)
-    loss_fn = loss_function(plan.kind)  # type: ignore[arg-type]
     shard = ray.train.get_dataset_shard(TRAIN_DATASET)
     batches = iter(shard.iter_torch_batches(batch_size=per_worker, drop_last=True, device=device))
     window: dict[str, list[torch.Tensor]] = {}
@@ -176,7 +176,7 @@ def train_worker(config: dict[str, Any]) -> None:
     for step in range(start, plan.steps):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(step, plan.steps, cfg.learning_rate, cfg.lr_drop_at)
-        losses = training_step(model, optimizer, loss_fn, next(batches), cfg)
+        losses = training_step(model, optimizer, recipe.loss, next(batches), cfg)
         for name, value in losses.items():
             window.setdefault(name, []).append(value)
         done = step + 1
@@ -223,14 +223,14 @@ def train_worker(config: dict[str, Any]) -> None:
 def _save(
     plan: RayTrainPlan,
     model: torch.nn.Module,
-    cfg: CoarseNetConfig | RefinerConfig,
+    cfg: TrainingConfig,
     record: dict[str, Any],
     optimizer: torch.optim.Optimizer,
     world: int,
 ) -> bytes:
-    """Write the DetPose checkpoint at ``plan.out``; returns its bytes for Ray Train."""
+    """Write the checkpoint at ``plan.out``; returns its bytes for Ray Train."""
     # SyncBatchNorm holds BatchNorm2d's state dict: the file loads into the plain network.
-    net = model.module if hasattr(model, "module") else model
+    net = unwrap(model)
     record.update(
         {
             "device": str(next(net.parameters()).device),
@@ -242,14 +242,13 @@ def _save(
             "trainer": "ray-train-ddp",
         }
     )
-    save_checkpoint(
+    plan.recipe.save(
         plan.out,
-        plan.kind,
         net,
         cfg,
         record,
-        optimizer_state=optimizer.state_dict(),  # type: ignore[arg-type]
-        storage_options=plan.storage_options,
+        optimizer.state_dict(),
+        plan.storage_options,  # type: ignore[arg-type]
     )
     fs, path = _fs(plan.out, plan.storage_options)
     with fs.open(path, "rb") as f:
@@ -270,7 +269,7 @@ def train_on_ray(
         # Called for every attempt: a restarted worker group streams from its checkpoint on.
         start = checkpoint_step(plan)
         return sample_stream(
-            plan.kind, records, cfg, plan.augment, plan.seed, plan.steps, start,
+            plan.recipe, records, cfg, plan.augment, plan.seed, plan.steps, start,
             plan.storage_options, makers=MAKERS_PER_WORKER * plan.workers,
         )  # fmt: skip
 
@@ -297,8 +296,8 @@ def train_on_ray(
         datasets={TRAIN_DATASET: dataset},
     )
     trainer.fit()
-    payload = read_checkpoint_dict(plan.out, storage_options=plan.storage_options)
-    return dict(payload["record"])
+    payload = plan.recipe.read_resumable(plan.out, plan.storage_options)
+    return plan.recipe.training_record(payload)
 
 
 def _pyarrow_storage(

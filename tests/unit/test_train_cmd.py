@@ -25,5 +25,5 @@ def test_training_config_applies_overrides_and_names_bad_fields() -> None:
     assert training_config("refiner", "coco-recipe-384x384", [], None).input_hw == (384, 384)
     with pytest.raises(ValueError, match="bogus"):
         training_config("refiner", "tiny", [("bogus", 1)], None)
-    with pytest.raises(ValueError, match="stage-1 preset"):
+    with pytest.raises(ValueError, match="trains with --config tiny or coco-recipe"):
         training_config("stage1", "coco-recipe-256x256", [], None)
