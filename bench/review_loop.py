@@ -97,7 +97,6 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{os.cpu_count()} CPU cores, no GPU",
         "split": {
-            "tune": str(tune.relative_to(ROOT) if tune.is_relative_to(ROOT) else tune),
             "tune_images": len(json.loads(tune.read_text())["images"]),
             "held_out_images": len(json.loads(held_out.read_text())["images"]),
             "rule": "held out: every other image (id order) not from COCO train2017",

@@ -68,12 +68,13 @@ def jobs_client(address: str) -> Any:
         ) from None
 
 
-def stage_working_dir(spec: JobSpec, into: Path) -> Path:
-    """Copy DetPose's packages and the (secret-free) spec into ``into``; return it."""
+def stage_working_dir(spec: JobSpec | None, into: Path) -> Path:
+    """Copy DetPose's packages and the (secret-free) spec, if any, into ``into``; return it."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for package in SHIPPED_PACKAGES:
         shutil.copytree(PROJECT_ROOT / package, into / package, ignore=ignore)
-    (into / SPEC_NAME).write_text(spec.to_yaml(), encoding="utf-8")
+    if spec is not None:
+        (into / SPEC_NAME).write_text(spec.to_yaml(), encoding="utf-8")
     return into
 
 
@@ -92,13 +93,16 @@ NO_AGENT_YET = "No available agent to submit job"
 AGENT_WAIT_S = 60.0
 AGENT_RETRY_S = 2.0
 
-# Commands a submission may run on the cluster; each reads the shipped spec with --spec.
-CLUSTER_COMMANDS = ("run", "eval")
+# Commands a submission may run on the cluster; run and eval read the shipped spec with --spec,
+# train takes its data and checkpoint URIs on its own command line.
+CLUSTER_COMMANDS = ("run", "eval", "train")
+SPEC_COMMANDS = ("run", "eval")
 
 
 def cluster_entrypoint(command: list[str]) -> str:
     """The shell command the cluster runs: ``detpose run`` on the shipped spec by default, or
-    the command given after ``--`` (``eval ...``) with the shipped spec added.
+    the command given after ``--`` (``eval ...`` with the shipped spec added, ``train ...`` as
+    it is).
 
     Raises:
         SpecError: a command that cannot run on a cluster, or one that names its own spec.
@@ -111,7 +115,8 @@ def cluster_entrypoint(command: list[str]) -> str:
         )
     if "--spec" in words:
         raise SpecError("give the spec with submit's own --spec, not after --")
-    return " ".join(["python", "-m", "jobs.cli", *map(shlex.quote, words), "--spec", SPEC_NAME])
+    spec = ["--spec", SPEC_NAME] if words[0] in SPEC_COMMANDS else []
+    return " ".join(["python", "-m", "jobs.cli", *map(shlex.quote, words), *spec])
 
 
 def _check_networks(spec: JobSpec) -> None:
@@ -128,15 +133,22 @@ def _check_networks(spec: JobSpec) -> None:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    overrides = {
-        k: v for k, v in (("job_id", args.job_id), ("output", args.output)) if v is not None
-    }
-    spec = JobSpec.from_yaml(args.spec, overrides)
-    _reject_inline_credentials(spec)
-    _check_networks(spec)
     entrypoint = cluster_entrypoint(args.command)
+    spec = None
+    if entrypoint.endswith(SPEC_NAME):
+        if not args.spec:
+            raise SpecError("submit --spec FILE: run and eval read a job spec")
+        overrides = {
+            k: v for k, v in (("job_id", args.job_id), ("output", args.output)) if v is not None
+        }
+        spec = JobSpec.from_yaml(args.spec, overrides)
+        _reject_inline_credentials(spec)
+        _check_networks(spec)
+    elif args.spec:
+        raise SpecError("train takes no job spec: give its flags after --")
     client = jobs_client(args.address)
-    submission_id = args.submission_id or f"detpose-{spec.job_id}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = spec.job_id if spec is not None else "train"
+    submission_id = args.submission_id or f"detpose-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     with tempfile.TemporaryDirectory(prefix="detpose-submit-") as tmp:
         working_dir = stage_working_dir(spec, Path(tmp))
         deadline = time.monotonic() + AGENT_WAIT_S
@@ -146,7 +158,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                     entrypoint=entrypoint,
                     submission_id=submission_id,
                     runtime_env={"working_dir": str(working_dir)},
-                    metadata={"detpose_job_id": spec.job_id},
+                    metadata={"detpose_job_id": name},
                 )
                 break
             except Exception as exc:
@@ -239,7 +251,9 @@ def _job_parser(subparsers: Any, name: str, help_text: str) -> argparse.Argument
 def register(subparsers: Any) -> None:
     submit = subparsers.add_parser("submit", help="submit a job spec to a Ray cluster (Jobs API)")
     _add_address(submit)
-    submit.add_argument("--spec", required=True, metavar="FILE", help="YAML job spec")
+    submit.add_argument(
+        "--spec", metavar="FILE", help="YAML job spec (run and eval; train takes none)"
+    )
     submit.add_argument("--job-id", help="override the spec's job id")
     submit.add_argument("--output", metavar="URI", help="override the spec's output")
     submit.add_argument("--submission-id", help="Ray submission id (default detpose-JOB-TIME)")
@@ -247,8 +261,8 @@ def register(subparsers: Any) -> None:
         "command",
         nargs=argparse.REMAINDER,
         help="after --: the command to run on the cluster, e.g. -- eval --annotations "
-        "s3://b/person_keypoints_val2017.json --images s3://b/val2017/ --output s3://b/eval "
-        "(default: run)",
+        "s3://b/person_keypoints_val2017.json --images s3://b/val2017/ --output s3://b/eval, "
+        "or -- train refiner --workers 4 --gpus-per-worker 1 ... (default: run)",
     )
     _add_wait(submit, "wait for the job to finish and exit with its result")
     submit.set_defaults(func=cmd_submit)

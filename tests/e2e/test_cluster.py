@@ -136,11 +136,14 @@ def test_eval_runs_on_the_cluster_through_submit(ray_head, tmp_path):
     assert record["modes"]["coarse"]["images_ok"] == 4
 
 
-def test_cluster_entrypoint_runs_run_or_eval_on_the_shipped_spec():
+def test_cluster_entrypoint_runs_run_or_eval_on_the_shipped_spec_and_train_as_given():
     assert cluster_entrypoint([]) == "python -m jobs.cli run --spec detpose_job.yaml"
     assert cluster_entrypoint(["--", "eval", "--images", "s3://b/my photos/"]) == (
         "python -m jobs.cli eval --images 's3://b/my photos/' --spec detpose_job.yaml"
     )
-    for bad in (["train", "stage1"], ["eval", "--spec", "x.yaml"]):
+    assert cluster_entrypoint(["--", "train", "refiner", "--workers", "4"]) == (
+        "python -m jobs.cli train refiner --workers 4"
+    )
+    for bad in (["synth", "x"], ["eval", "--spec", "x.yaml"]):
         with pytest.raises(SpecError):
             cluster_entrypoint(bad)
