@@ -15,6 +15,7 @@ import torch
 
 from model.networks.detposenet import build_model, load_checkpoint
 from model.training.datasets import load_coco_keypoints
+from model.training.recipe import DetPoseNetRecipe
 from pipeline.store.storage import storage_options
 from pipeline.training.trainer import RayTrainPlan, read_progress, train_on_ray
 from schemas.network_configs import refiner_preset
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 def plan_for(out: str, workers: int, steps: int, **changes) -> RayTrainPlan:
     config = refiner_preset("tiny").model_copy(update={"batch_size": 4, **changes})
     return RayTrainPlan(
-        kind="refiner",
+        recipe=DetPoseNetRecipe("refiner"),
         config=config.model_dump(mode="json"),
         steps=steps,
         out=out,
