@@ -48,7 +48,7 @@ from model.training.augment import (
     transform_keypoints,
 )
 from model.training.datasets import CocoImage, SampleKey, _AugmentedImages, labelled_persons
-from model.zoo.weights import ZOO_FORMAT, ZooModel, zoo_model_from_bytes
+from model.zoo.weights import ZOO_FORMAT, ZooModel
 from schemas.network_configs import MoveNetConfig
 
 # CenterNet's focal-loss exponents (Law & Deng 2018; Zhou et al. 2019).
@@ -222,19 +222,13 @@ class BaseNetwork:
     payload: dict[str, Any]
 
 
-def read_base(uri: str, network: str) -> BaseNetwork:
-    """The zoo checkpoint at ``uri``, checked to hold ``network``."""
+def read_base(uri: str) -> BaseNetwork:
+    """The zoo checkpoint at ``uri`` (read with ``weights_only=True``; ``zoo_model_from_payload``
+    checks its network when the run builds it)."""
     with fsspec.open(uri, "rb") as f:
         data = f.read()
     payload = parse_checkpoint_bytes(data, uri, required=("format", "kind"), expected_format=None)
-    zoo_model_from_bytes(data, uri, network)  # refuses another network or a damaged graph
     return BaseNetwork(uri, hashlib.sha256(data).hexdigest(), payload)
-
-
-def zoo_model_from_payload(payload: dict[str, Any], name: str, network: str) -> ZooModel:
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    return zoo_model_from_bytes(buffer.getvalue(), name, network)
 
 
 def fine_tuned_payload(

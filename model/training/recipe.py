@@ -16,13 +16,11 @@ resume checkpoints in the network's own format.
 from __future__ import annotations
 
 import hashlib
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, get_args
 
-import fsspec
 import torch
 from pydantic import ValidationError
 from torch import nn
@@ -47,9 +45,9 @@ from model.training.movenet import (
     movenet_losses,
     read_base,
     write_payload,
-    zoo_model_from_payload,
 )
 from model.zoo.catalog import NETWORKS
+from model.zoo.weights import zoo_model_from_payload
 from schemas.network_configs import (
     CoarseNetConfig,
     MoveNetConfig,
@@ -349,7 +347,7 @@ class MoveNetRecipe(TrainingRecipe):
         )  # fmt: skip
 
     def new_model(self, cfg: TrainingConfig) -> nn.Module:
-        base = read_base(self.base_uri, self.network)
+        base = read_base(self.base_uri)
         return TrainableMoveNet(zoo_model_from_payload(base.payload, base.uri, self.network))
 
     def loss(
@@ -381,7 +379,7 @@ class MoveNetRecipe(TrainingRecipe):
         optimizer_state: dict[str, Any] | None,
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
-        base = read_base(self.base_uri, self.network)
+        base = read_base(self.base_uri)
         payload = fine_tuned_payload(base, model, cfg, record, optimizer_state)  # type: ignore[arg-type]
         write_payload(uri, payload, storage_options or {})
 
@@ -395,17 +393,11 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def exists(uri: str, storage_options: Mapping[str, Any] | None = None) -> bool:
-    fs, path = fsspec.core.url_to_fs(os.fspath(uri), **dict(storage_options or {}))
-    return bool(fs.exists(path))
-
-
 __all__ = [
     "DetPoseNetRecipe",
     "MoveNetRecipe",
     "TrainingConfig",
     "TrainingRecipe",
-    "exists",
     "read_payload",
     "unwrap",
 ]

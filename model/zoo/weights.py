@@ -107,6 +107,15 @@ def zoo_model_from_bytes(data: bytes, name: str, expected_network: str) -> ZooMo
         CheckpointError: not a zoo checkpoint, or one of another network.
     """
     payload = parse_checkpoint_bytes(data, name, required=("format", "kind"), expected_format=None)
+    return zoo_model_from_payload(payload, name, expected_network)
+
+
+def zoo_model_from_payload(payload: dict[str, Any], name: str, expected_network: str) -> ZooModel:
+    """Rebuild an imported network from a parsed checkpoint dict (``zoo_model_from_bytes``).
+
+    Raises:
+        CheckpointError: not a zoo checkpoint, or one of another network.
+    """
     if payload["kind"] != ZOO_KIND:
         raise CheckpointError(
             f"{name}: holds a {payload['kind']!r} checkpoint of DetPoseNet, not the zoo network "
